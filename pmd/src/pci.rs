@@ -1,0 +1,185 @@
+//! PCI configuration space through configuration mechanism #1 (ports 0xCF8/0xCFC), and the
+//! pieces of it a virtio driver needs: finding a function, reading BARs, walking capabilities.
+
+use crate::hal::{Hal, Width};
+
+const CONFIG_ADDRESS: u16 = 0xcf8;
+const CONFIG_DATA: u16 = 0xcfc;
+
+pub const VENDOR_ID: u16 = 0x00;
+pub const DEVICE_ID: u16 = 0x02;
+pub const COMMAND: u16 = 0x04;
+pub const STATUS: u16 = 0x06;
+pub const HEADER_TYPE: u16 = 0x0e;
+pub const BAR0: u16 = 0x10;
+pub const CAPABILITIES_POINTER: u16 = 0x34;
+
+pub const COMMAND_IO: u16 = 1 << 0;
+pub const COMMAND_MEMORY: u16 = 1 << 1;
+pub const COMMAND_BUS_MASTER: u16 = 1 << 2;
+pub const STATUS_CAPABILITIES: u16 = 1 << 4;
+
+pub const CAP_ID_VENDOR: u8 = 0x09;
+pub const CAP_ID_MSIX: u8 = 0x11;
+
+/// Bus/device/function of a PCI function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bdf {
+    pub bus: u8,
+    pub device: u8,
+    pub function: u8,
+}
+
+impl core::fmt::Display for Bdf {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{:02x}:{:02x}.{}", self.bus, self.device, self.function)
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    #[error("PCI {bdf}: BAR{bar} is not implemented")]
+    NoBar { bdf: Bdf, bar: u8 },
+    #[error("PCI {bdf}: BAR{bar} is a 64-bit BAR with no upper half")]
+    Bar64AtEnd { bdf: Bdf, bar: u8 },
+    #[error("PCI {bdf}: capability list loops or leaves the configuration space")]
+    BadCapabilityList { bdf: Bdf },
+}
+
+/// One decoded base address register.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bar {
+    Memory { addr: u64 },
+    Io { port: u16 },
+}
+
+/// Configuration-space access to one function.
+pub struct ConfigSpace<'a, H: Hal> {
+    hal: &'a H,
+    pub bdf: Bdf,
+}
+
+impl<'a, H: Hal> ConfigSpace<'a, H> {
+    pub fn new(hal: &'a H, bdf: Bdf) -> Self {
+        Self { hal, bdf }
+    }
+
+    fn select(&self, offset: u16) {
+        let addr = 0x8000_0000
+            | u32::from(self.bdf.bus) << 16
+            | u32::from(self.bdf.device & 0x1f) << 11
+            | u32::from(self.bdf.function & 0x7) << 8
+            | u32::from(offset & 0xfc);
+        self.hal.pio_write(CONFIG_ADDRESS, Width::U32, addr);
+    }
+
+    pub fn read32(&self, offset: u16) -> u32 {
+        self.select(offset);
+        self.hal.pio_read(CONFIG_DATA, Width::U32)
+    }
+
+    pub fn read16(&self, offset: u16) -> u16 {
+        (self.read32(offset) >> ((offset & 2) * 8)) as u16
+    }
+
+    pub fn read8(&self, offset: u16) -> u8 {
+        (self.read32(offset) >> ((offset & 3) * 8)) as u8
+    }
+
+    pub fn write32(&self, offset: u16, value: u32) {
+        self.select(offset);
+        self.hal.pio_write(CONFIG_DATA, Width::U32, value);
+    }
+
+    pub fn write16(&self, offset: u16, value: u16) {
+        self.select(offset);
+        self.hal
+            .pio_write(CONFIG_DATA + (offset & 2), Width::U16, u32::from(value));
+    }
+
+    /// Reads BAR `bar` as the firmware or VMM left it.
+    pub fn bar(&self, bar: u8) -> Result<Bar, Error> {
+        let bdf = self.bdf;
+        if bar > 5 {
+            return Err(Error::NoBar { bdf, bar });
+        }
+        let offset = BAR0 + u16::from(bar) * 4;
+        let low = self.read32(offset);
+        if low & 1 == 1 {
+            return Ok(Bar::Io {
+                port: (low & 0xfffc) as u16,
+            });
+        }
+        let addr = u64::from(low & !0xf);
+        match (low >> 1) & 3 {
+            0 => Ok(Bar::Memory { addr }),
+            2 if bar < 5 => {
+                let high = u64::from(self.read32(offset + 4));
+                Ok(Bar::Memory {
+                    addr: addr | high << 32,
+                })
+            }
+            2 => Err(Error::Bar64AtEnd { bdf, bar }),
+            _ => Err(Error::NoBar { bdf, bar }),
+        }
+    }
+
+    /// Sets bits in the command register.
+    pub fn enable(&self, bits: u16) {
+        let cmd = self.read16(COMMAND);
+        self.write16(COMMAND, cmd | bits);
+    }
+
+    /// Walks the capability list, calling `f(offset, id)` for each entry. A list that loops or
+    /// points outside the header gives an error instead of spinning.
+    pub fn for_each_capability(&self, mut f: impl FnMut(u16, u8)) -> Result<(), Error> {
+        if self.read16(STATUS) & STATUS_CAPABILITIES == 0 {
+            return Ok(());
+        }
+        let mut ptr = u16::from(self.read8(CAPABILITIES_POINTER)) & !3;
+        // A capability takes at least 4 bytes of the 192 after the header: 48 entries at most.
+        for _ in 0..48 {
+            if ptr == 0 {
+                return Ok(());
+            }
+            if ptr < 0x40 {
+                break;
+            }
+            let header = self.read16(ptr);
+            f(ptr, header as u8);
+            ptr = (header >> 8) & !3;
+        }
+        Err(Error::BadCapabilityList { bdf: self.bdf })
+    }
+}
+
+/// Calls `f` for every function on bus 0 that answers, with its vendor and device IDs, until
+/// `f` returns `Some`.
+pub fn find_on_bus0<H: Hal, T>(hal: &H, mut f: impl FnMut(Bdf, u16, u16) -> Option<T>) -> Option<T> {
+    for device in 0..32u8 {
+        for function in 0..8u8 {
+            let bdf = Bdf {
+                bus: 0,
+                device,
+                function,
+            };
+            let cfg = ConfigSpace::new(hal, bdf);
+            let id = cfg.read32(VENDOR_ID);
+            let vendor = id as u16;
+            if vendor == 0xffff {
+                if function == 0 {
+                    break;
+                }
+                continue;
+            }
+            if let Some(found) = f(bdf, vendor, (id >> 16) as u16) {
+                return Some(found);
+            }
+            // Functions other than 0 exist only on multi-function devices.
+            if function == 0 && cfg.read8(HEADER_TYPE) & 0x80 == 0 {
+                break;
+            }
+        }
+    }
+    None
+}

@@ -1,0 +1,107 @@
+//! What both machines share: guest RAM, the buses, the serial port, the harness ports and
+//! the virtio-net PCI function with its backend.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use device_model::endpoint::{Sink, Source};
+use device_model::net::{Net, NetConfig, NetStats};
+use device_model::virtio::{Memory, MsiMessage, MsiSink};
+use device_model::virtio_pci::VirtioPciDevice;
+use vm_memory::GuestAddress;
+
+use crate::bus::Bus;
+use crate::harness::Harness;
+use crate::layout;
+use crate::pci_bus::PciBus;
+use crate::serial::{self, Echo};
+
+pub type NetFunction = VirtioPciDevice<Net>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("guest RAM of {ram} bytes: must be {min} to {max} bytes, a multiple of 4 KiB")]
+    RamSize { ram: u64, min: u64, max: u64 },
+    #[error("allocating {ram} bytes of guest RAM: {source}")]
+    Memory {
+        ram: u64,
+        #[source]
+        source: vm_memory::mmap::FromRangesError,
+    },
+    #[error("creating the virtio-net function: {0}")]
+    Net(#[from] device_model::virtio_pci::Error),
+    #[error("plugging the virtio-net function: {0}")]
+    Pci(#[from] crate::pci_bus::Error),
+}
+
+/// Counts MSI messages where nothing can deliver them (no interrupt controller: the guests
+/// here poll).
+#[derive(Debug, Default)]
+pub struct MsiCounter {
+    pub sent: AtomicU64,
+}
+
+impl MsiSink for MsiCounter {
+    fn send(&self, _msg: MsiMessage) {
+        self.sent.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+pub struct Board {
+    pub mem: Arc<Memory>,
+    pub bus: Arc<Bus>,
+    pub net: Arc<Mutex<NetFunction>>,
+    pub net_stats: Arc<NetStats>,
+    pub serial_log: Arc<Mutex<Vec<u8>>>,
+    pub ram: u64,
+}
+
+impl Board {
+    pub fn new(
+        ram: u64,
+        net_cfg: NetConfig,
+        source: Box<dyn Source>,
+        sink: Box<dyn Sink>,
+        msi: Arc<dyn MsiSink>,
+        echo: Echo,
+    ) -> Result<Self, Error> {
+        if !(layout::MIN_RAM..=layout::MAX_RAM).contains(&ram) || ram % 4096 != 0 {
+            return Err(Error::RamSize {
+                ram,
+                min: layout::MIN_RAM,
+                max: layout::MAX_RAM,
+            });
+        }
+        let mem = Memory::from_ranges(&[(GuestAddress(0), ram as usize)])
+            .map_err(|source| Error::Memory { ram, source })?;
+        let mem = Arc::new(mem);
+        let net = Net::new(net_cfg, source, sink);
+        let net_stats = net.stats();
+        let net = Arc::new(Mutex::new(VirtioPciDevice::new(net, mem.clone(), msi)?));
+        let mut pci = PciBus::new(layout::PCI_MMIO_START, layout::PCI_MMIO_SIZE);
+        pci.add(net.clone())?;
+        let (uart, serial_log) = serial::uart(echo);
+        let harness = Arc::new(Harness::new(net_stats.clone()));
+        let bus = Arc::new(Bus::new(uart, harness, pci));
+        Ok(Self {
+            mem,
+            bus,
+            net,
+            net_stats,
+            serial_log,
+            ram,
+        })
+    }
+
+    pub fn net(&self) -> std::sync::MutexGuard<'_, NetFunction> {
+        self.net.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Everything the guest printed so far.
+    pub fn serial_log(&self) -> Vec<u8> {
+        self.serial_log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}

@@ -1,0 +1,277 @@
+//! The KVM machine: one vCPU booting a PVH guest image on the board.
+//!
+//! Port and MMIO exits go to the board's bus; queue notifications never exit to userspace,
+//! they are ioeventfds on the notify slots. There is no interrupt controller: the guests
+//! here poll, and without one KVM never sleeps in HLT (a halted guest is an error).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use kvm_bindings::{kvm_segment, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES};
+use kvm_ioctls::{IoEventAddress, Kvm, NoDatamatch, VcpuExit, VcpuFd, VmFd};
+use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+use vmm_sys_util::eventfd::EventFd;
+use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
+
+use super::{inprocess::panic_message, supervise, Error as MachineError};
+use crate::board::Board;
+use crate::boot::{self, Entry};
+use crate::bus::{Bus, PioEffect};
+
+/// Real-time signal that kicks the vCPU thread out of KVM_RUN.
+fn kick_signal() -> i32 {
+    SIGRTMIN()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot open /dev/kvm: {0} (KVM is needed for the KVM machine; --machine inprocess runs without it)")]
+    Open(#[source] kvm_ioctls::Error),
+    #[error("KVM {what}: {source}")]
+    Ioctl {
+        what: &'static str,
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    #[error(transparent)]
+    Boot(#[from] boot::Error),
+    #[error("installing the vCPU kick signal handler: {0}")]
+    Signal(#[source] vmm_sys_util::errno::Error),
+    #[error("guest stopped: {what} at RIP {rip:#x}")]
+    Guest { what: String, rip: u64 },
+    #[error("KVM_RUN failed at RIP {rip:#x}: {source}")]
+    Run {
+        rip: u64,
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    #[error("stopped on request")]
+    Stopped,
+}
+
+fn ioctl(what: &'static str) -> impl Fn(kvm_ioctls::Error) -> Error {
+    move |source| Error::Ioctl { what, source }
+}
+
+/// Runs `image` with `cmdline` on a KVM vCPU against `board` until the guest writes the exit
+/// port. Returns the exit code.
+pub fn run(
+    board: &Board,
+    image: &std::path::Path,
+    cmdline: &str,
+    timeout: Duration,
+) -> Result<u32, MachineError> {
+    let kvm = Kvm::new().map_err(Error::Open)?;
+    let vm = kvm.create_vm().map_err(ioctl("create VM"))?;
+    map_memory(&vm, board)?;
+    let entry = boot::load_pvh(&board.mem, board.ram, image, cmdline).map_err(Error::Boot)?;
+    let vcpu = vm.create_vcpu(0).map_err(ioctl("create vCPU"))?;
+    let cpuid = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(ioctl("get supported CPUID"))?;
+    vcpu.set_cpuid2(&cpuid).map_err(ioctl("set CPUID"))?;
+    set_pvh_registers(&vcpu, entry)?;
+    let mut ioevents = IoEvents::default();
+    ioevents.sync(&vm, board)?;
+
+    register_signal_handler(kick_signal(), kick_handler).map_err(Error::Signal)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel();
+    let bus = board.bus.clone();
+    let thread_stop = stop.clone();
+    let thread_board = BoardRefs {
+        bus: board.bus.clone(),
+        net: board.net.clone(),
+    };
+    let thread = std::thread::Builder::new()
+        .name("vlab-vcpu0".into())
+        .spawn(move || {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                vcpu_loop(vcpu, &vm, &thread_board, &mut ioevents, &thread_stop)
+            }));
+            let r = match r {
+                Ok(r) => r.map_err(MachineError::from),
+                Err(p) => Err(MachineError::DriverPanicked(panic_message(&*p))),
+            };
+            let _ = tx.send(r);
+        })
+        .map_err(|e| MachineError::DriverPanicked(format!("spawning the vCPU thread: {e}")))?;
+    let r = supervise(&rx, &board.net_stats, timeout, || {
+        stop.store(true, Ordering::Release);
+        let _ = thread.kill(kick_signal());
+    });
+    drop(bus);
+    if !matches!(r, Err(MachineError::Unresponsive(_))) {
+        let _ = thread.join();
+    }
+    r
+}
+
+extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // Nothing to do: the signal's only job is to make KVM_RUN return EINTR.
+}
+
+/// What the vCPU thread needs from the board.
+struct BoardRefs {
+    bus: Arc<Bus>,
+    net: Arc<std::sync::Mutex<crate::board::NetFunction>>,
+}
+
+fn map_memory(vm: &VmFd, board: &Board) -> Result<(), Error> {
+    for (slot, region) in board.mem.iter().enumerate() {
+        let r = kvm_userspace_memory_region {
+            slot: slot as u32,
+            flags: 0,
+            guest_phys_addr: region.start_addr().0,
+            memory_size: region.len(),
+            userspace_addr: region.as_ptr() as u64,
+        };
+        // SAFETY: the region is a live mapping of `memory_size` bytes owned by the board's
+        // `GuestMemoryMmap`, which outlives the VM (the caller keeps the board until the run
+        // has ended and the VM fd is dropped).
+        unsafe { vm.set_user_memory_region(r) }.map_err(ioctl("map guest memory"))?;
+    }
+    Ok(())
+}
+
+/// The PVH entry state: 32-bit protected mode, flat segments, paging off, EBX = start_info.
+fn set_pvh_registers(vcpu: &VcpuFd, entry: Entry) -> Result<(), Error> {
+    let mut sregs = vcpu.get_sregs().map_err(ioctl("get sregs"))?;
+    let flat = |selector: u16, type_: u8| kvm_segment {
+        base: 0,
+        limit: 0xffff_ffff,
+        selector,
+        type_,
+        present: 1,
+        dpl: 0,
+        db: 1,
+        s: 1,
+        l: 0,
+        g: 1,
+        avl: 0,
+        unusable: 0,
+        padding: 0,
+    };
+    sregs.cs = flat(0x08, 0xb);
+    let data = flat(0x10, 0x3);
+    sregs.ds = data;
+    sregs.es = data;
+    sregs.fs = data;
+    sregs.gs = data;
+    sregs.ss = data;
+    sregs.cr0 = 0x11; // PE | ET
+    sregs.cr4 = 0;
+    sregs.efer = 0;
+    vcpu.set_sregs(&sregs).map_err(ioctl("set sregs"))?;
+    let mut regs = vcpu.get_regs().map_err(ioctl("get regs"))?;
+    regs.rip = entry.rip;
+    regs.rbx = entry.start_info;
+    regs.rflags = 0x2;
+    vcpu.set_regs(&regs).map_err(ioctl("set regs"))?;
+    Ok(())
+}
+
+/// The ioeventfds registered for the virtio queues' notify slots.
+#[derive(Default)]
+struct IoEvents {
+    registered: Vec<(u64, EventFd)>,
+}
+
+impl IoEvents {
+    /// Makes the registrations match the notify slots' current addresses.
+    fn sync(&mut self, vm: &VmFd, board: &Board) -> Result<(), Error> {
+        self.sync_with(vm, &board.net)
+    }
+
+    fn sync_with(
+        &mut self,
+        vm: &VmFd,
+        net: &std::sync::Mutex<crate::board::NetFunction>,
+    ) -> Result<(), Error> {
+        for (addr, evt) in self.registered.drain(..) {
+            vm.unregister_ioevent(&evt, &IoEventAddress::Mmio(addr), NoDatamatch)
+                .map_err(ioctl("unregister ioeventfd"))?;
+        }
+        let net = net.lock().unwrap_or_else(|e| e.into_inner());
+        for (addr, evt) in net.notifiers() {
+            let evt = evt
+                .try_clone()
+                .map_err(|e| ioctl("clone ioeventfd")(kvm_ioctls::Error::new(e.raw_os_error().unwrap_or(0))))?;
+            vm.register_ioevent(&evt, &IoEventAddress::Mmio(addr), NoDatamatch)
+                .map_err(ioctl("register ioeventfd"))?;
+            self.registered.push((addr, evt));
+        }
+        Ok(())
+    }
+}
+
+/// What ended a `KVM_RUN`, with the borrow of the vCPU's run area released.
+enum Step {
+    Continue,
+    PciConfigWrite,
+    Exit(u32),
+    Stop(String),
+}
+
+fn vcpu_loop(
+    mut vcpu: VcpuFd,
+    vm: &VmFd,
+    board: &BoardRefs,
+    ioevents: &mut IoEvents,
+    stop: &AtomicBool,
+) -> Result<u32, Error> {
+    loop {
+        if stop.load(Ordering::Acquire) {
+            return Err(Error::Stopped);
+        }
+        let step = match vcpu.run() {
+            Ok(exit) => match exit {
+                VcpuExit::IoIn(port, data) => {
+                    board.bus.pio_read(port, data);
+                    Step::Continue
+                }
+                VcpuExit::IoOut(port, data) => match board.bus.pio_write(port, data) {
+                    PioEffect::Exit(code) => Step::Exit(code),
+                    PioEffect::Continue if (0xcf8..=0xcff).contains(&port) => Step::PciConfigWrite,
+                    PioEffect::Continue => Step::Continue,
+                },
+                VcpuExit::MmioRead(addr, data) => {
+                    board.bus.mmio_read(addr, data);
+                    Step::Continue
+                }
+                VcpuExit::MmioWrite(addr, data) => {
+                    board.bus.mmio_write(addr, data);
+                    Step::Continue
+                }
+                VcpuExit::Hlt => Step::Stop("HLT with no interrupt controller to wake it".into()),
+                VcpuExit::Shutdown => Step::Stop("triple fault (KVM_EXIT_SHUTDOWN)".into()),
+                VcpuExit::InternalError => {
+                    Step::Stop("KVM internal error (instruction emulation failed)".into())
+                }
+                VcpuExit::FailEntry(reason, cpu) => Step::Stop(format!(
+                    "VM entry failed (hardware reason {reason:#x}, cpu {cpu})"
+                )),
+                other => Step::Stop(format!("unexpected exit {other:?}")),
+            },
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Step::Continue,
+            Err(source) => {
+                let rip = vcpu.get_regs().map(|r| r.rip).unwrap_or(0);
+                return Err(Error::Run { rip, source });
+            }
+        };
+        match step {
+            Step::Continue => {}
+            Step::PciConfigWrite => {
+                if board.bus.pci().take_routes_changed() {
+                    ioevents.sync_with(vm, &board.net)?;
+                }
+            }
+            Step::Exit(code) => return Ok(code),
+            Step::Stop(what) => {
+                let rip = vcpu.get_regs().map(|r| r.rip).unwrap_or(0);
+                return Err(Error::Guest { what, rip });
+            }
+        }
+    }
+}

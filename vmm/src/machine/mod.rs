@@ -1,0 +1,76 @@
+//! The two machines that run guest code on a [`Board`](crate::board::Board), and the
+//! supervision they share: a watchdog, and a watch on the backend.
+
+pub mod inprocess;
+pub mod kvm;
+
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use device_model::net::NetStats;
+
+/// How often the supervisor looks at the backend while the guest runs.
+const SUPERVISE_TICK: Duration = Duration::from_millis(10);
+/// How long a stopped guest thread gets to notice before the run is abandoned.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Kvm(#[from] kvm::Error),
+    #[error("the guest did not finish within {0:?}; stopped by the watchdog (raise --timeout if it is just slow)")]
+    Timeout(Duration),
+    #[error("stopped because the backend failed: {0}")]
+    Backend(String),
+    #[error("the in-process driver thread panicked: {0}")]
+    DriverPanicked(String),
+    #[error("the guest thread did not stop within {0:?} of being asked to")]
+    Unresponsive(Duration),
+}
+
+/// Why the supervisor asks the guest to stop.
+enum StopReason {
+    Timeout,
+    Backend(String),
+}
+
+/// Waits for the guest thread's result on `done`. Asks it to stop (through `request_stop`,
+/// called repeatedly until it does) when `timeout` passes or the backend fails.
+pub(crate) fn supervise<T>(
+    done: &Receiver<Result<T, Error>>,
+    net: &NetStats,
+    timeout: Duration,
+    mut request_stop: impl FnMut(),
+) -> Result<T, Error> {
+    let deadline = Instant::now() + timeout;
+    let reason = loop {
+        match done.recv_timeout(SUPERVISE_TICK) {
+            Ok(r) => return r,
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(Error::DriverPanicked("guest thread vanished".into()))
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        if let Some(why) = net.failure() {
+            break StopReason::Backend(why);
+        }
+        if Instant::now() >= deadline {
+            break StopReason::Timeout;
+        }
+    };
+    let grace = Instant::now() + STOP_GRACE;
+    loop {
+        request_stop();
+        match done.recv_timeout(SUPERVISE_TICK) {
+            Ok(_) | Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Timeout) if Instant::now() >= grace => {
+                return Err(Error::Unresponsive(STOP_GRACE));
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+    }
+    Err(match reason {
+        StopReason::Timeout => Error::Timeout(timeout),
+        StopReason::Backend(why) => Error::Backend(why),
+    })
+}

@@ -1,0 +1,197 @@
+//! `vlab`: run a virtio-net driver against virtio-lab's device model, on KVM or in-process.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use vmm::run::{GuestArgs, Input, MachineKind, Mode, Output, RunConfig};
+
+/// Exit status when vlab itself fails (bad input, no KVM, a crashed guest, a timeout), as
+/// opposed to the guest's own verdict (0 pass, 1-5 see `pmd::harness::exit`).
+const HARNESS_FAILURE: u8 = 70;
+
+#[derive(Parser)]
+#[command(name = "vlab", version, about = "A KVM test harness for virtio-net drivers and backends")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log filter for vlab's own diagnostics (tracing syntax, e.g. `debug`, `device_model=trace`).
+    #[arg(long, global = true, default_value = "warn", env = "VLAB_LOG")]
+    log: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Boot the guest driver against the device and run one case.
+    Run(RunArgs),
+    /// Work with pcap files.
+    #[command(subcommand)]
+    Pcap(PcapCommand),
+}
+
+#[derive(Subcommand)]
+enum PcapCommand {
+    /// Print one line per frame: length, MACs, VLAN, L3/L4 summary, CRC-32 of the bytes.
+    Show {
+        /// The pcap file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModeArg {
+    /// Forward every received frame unchanged.
+    Io,
+    /// Forward with source and destination MAC swapped.
+    Macswap,
+    /// Receive and count.
+    Rxonly,
+    /// Send --pkts generated UDP frames of --size bytes.
+    Txonly,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum MachineArg {
+    /// The guest image on a KVM vCPU (needs /dev/kvm).
+    Kvm,
+    /// The same driver code on a host thread, no KVM.
+    Inprocess,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BackendArg {
+    /// The pure-Rust userspace backend (a datapath thread in vlab).
+    Rust,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Frames to deliver to the guest (classic pcap, Ethernet).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["gen", "loopback"])]
+    pcap_in: Option<PathBuf>,
+    /// Where the frames the guest transmits are written (classic pcap). Written only when
+    /// the run completes.
+    #[arg(long, value_name = "FILE")]
+    pcap_out: Option<PathBuf>,
+    /// Forwarding mode of the guest application.
+    #[arg(long, value_enum)]
+    mode: ModeArg,
+    /// Device backend.
+    #[arg(long, value_enum, default_value = "rust")]
+    backend: BackendArg,
+    /// What runs the driver.
+    #[arg(long, value_enum, default_value = "kvm")]
+    machine: MachineArg,
+    /// PVH guest image (default: the built images/pmd-guest).
+    #[arg(long, value_name = "ELF")]
+    kernel: Option<PathBuf>,
+    /// Rx and tx ring size the driver asks for (a power of two).
+    #[arg(long, default_value_t = 256)]
+    ring: u16,
+    /// Frames per rx/tx burst.
+    #[arg(long, default_value_t = 32)]
+    burst: u16,
+    /// txonly: number of frames to send.
+    #[arg(long, default_value_t = 0)]
+    pkts: u64,
+    /// txonly: frame size in bytes, without FCS (42-1518).
+    #[arg(long, default_value_t = 64)]
+    size: u16,
+    /// Generate N frames on the backend side instead of reading a pcap (benchmarks).
+    #[arg(long, value_name = "N")]
+    gen: Option<u64>,
+    /// Size of generated frames in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 64, requires = "gen")]
+    gen_size: usize,
+    /// Loop the guest's transmitted frames back to its receive queue.
+    #[arg(long, conflicts_with = "pcap_out")]
+    loopback: bool,
+    /// Guest RAM in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 128)]
+    mem: u64,
+    /// Watchdog in seconds: a run that takes longer fails loudly.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    timeout: u64,
+    /// Do not echo the guest's serial output.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+impl RunArgs {
+    fn config(&self) -> RunConfig {
+        let input = match (&self.pcap_in, self.gen, self.loopback) {
+            (Some(p), _, _) => Input::Pcap(p.clone()),
+            (None, Some(frames), _) => Input::Generator {
+                frames,
+                size: self.gen_size,
+            },
+            (None, None, true) => Input::Loopback,
+            (None, None, false) => Input::None,
+        };
+        let output = match &self.pcap_out {
+            Some(p) => Output::Pcap(p.clone()),
+            None => Output::Discard,
+        };
+        let BackendArg::Rust = self.backend;
+        RunConfig {
+            machine: match self.machine {
+                MachineArg::Kvm => MachineKind::Kvm,
+                MachineArg::Inprocess => MachineKind::InProcess,
+            },
+            kernel: self.kernel.clone(),
+            input,
+            output,
+            guest: GuestArgs {
+                mode: match self.mode {
+                    ModeArg::Io => Mode::Io,
+                    ModeArg::Macswap => Mode::MacSwap,
+                    ModeArg::Rxonly => Mode::RxOnly,
+                    ModeArg::Txonly => Mode::TxOnly,
+                },
+                burst: self.burst,
+                ring: self.ring,
+                pkts: self.pkts,
+                size: self.size,
+            },
+            ram: self.mem << 20,
+            timeout: Duration::from_secs(self.timeout),
+            echo_serial: !self.quiet,
+            ..RunConfig::default()
+        }
+    }
+}
+
+fn run(args: &RunArgs, t0: Instant) -> anyhow::Result<u8> {
+    let report = vmm::run::run(&args.config(), t0)?;
+    println!("{}", report.summary());
+    Ok(u8::try_from(report.exit_code).unwrap_or(u8::MAX))
+}
+
+fn pcap_show(file: &PathBuf) -> anyhow::Result<u8> {
+    let cap = device_model::pcap::read(file, usize::MAX).context("vlab pcap show")?;
+    let text = vmm::decode::frames(cap.frames.iter().map(|f| f.data.as_slice()));
+    print!("{text}");
+    Ok(0)
+}
+
+fn main() -> ExitCode {
+    let t0 = Instant::now();
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
+        .with_writer(std::io::stderr)
+        .init();
+    let r = match &cli.command {
+        Command::Run(args) => run(args, t0),
+        Command::Pcap(PcapCommand::Show { file }) => pcap_show(file),
+    };
+    match r {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("vlab: error: {e:#}");
+            ExitCode::from(HARNESS_FAILURE)
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! One run, from configuration to report: load and check the inputs, build the board, run a
+//! machine, stop the backend, commit the outputs.
+//!
+//! Inputs are validated before any output exists; outputs are committed only when the guest
+//! ended through the exit port, so a failed run leaves no half-written capture.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use device_model::endpoint::{
+    self, GeneratorSource, NullSink, NullSource, PcapSink, PcapSource, Sink, Source, Timestamps,
+};
+use device_model::net::{NetConfig, NetCounters};
+use device_model::pcap::{self, PcapOut};
+use pcap_file::TsResolution;
+use pmd::harness::event;
+pub use pmd::testpmd::Mode;
+
+use crate::board::{self, Board, MsiCounter};
+use crate::machine::{self, inprocess, kvm};
+use crate::serial::Echo;
+
+/// Which machine runs the guest code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MachineKind {
+    /// The PVH guest image on a KVM vCPU.
+    Kvm,
+    /// The `pmd` crate on a host thread, no KVM.
+    InProcess,
+}
+
+impl MachineKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            MachineKind::Kvm => "kvm",
+            MachineKind::InProcess => "inprocess",
+        }
+    }
+}
+
+/// Where frames for the guest come from.
+#[derive(Clone, Debug)]
+pub enum Input {
+    Pcap(PathBuf),
+    /// `frames` generated UDP frames of `size` bytes (benchmarks).
+    Generator { frames: u64, size: usize },
+    /// Whatever the guest transmits comes back to it.
+    Loopback,
+    None,
+}
+
+/// Where the frames the guest transmits go.
+#[derive(Clone, Debug)]
+pub enum Output {
+    Pcap(PathBuf),
+    Discard,
+}
+
+/// The guest application's settings (its command line).
+#[derive(Clone, Debug)]
+pub struct GuestArgs {
+    pub mode: Mode,
+    pub burst: u16,
+    pub ring: u16,
+    pub pkts: u64,
+    pub size: u16,
+}
+
+impl Default for GuestArgs {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Io,
+            burst: 32,
+            ring: 256,
+            pkts: 0,
+            size: 64,
+        }
+    }
+}
+
+impl GuestArgs {
+    /// The kernel command line the guest application parses.
+    pub fn cmdline(&self) -> String {
+        format!(
+            "mode={} burst={} ring={} pkts={} size={}",
+            self.mode.name(),
+            self.burst,
+            self.ring,
+            self.pkts,
+            self.size
+        )
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    pub machine: MachineKind,
+    /// Guest image for the KVM machine; `None` picks the built `pmd-guest`.
+    pub kernel: Option<PathBuf>,
+    pub input: Input,
+    pub output: Output,
+    pub guest: GuestArgs,
+    pub net: NetConfig,
+    /// Guest RAM in bytes.
+    pub ram: u64,
+    /// Watchdog: a run that takes longer fails.
+    pub timeout: Duration,
+    /// Echo the guest's serial output to stdout as it arrives.
+    pub echo_serial: bool,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self {
+            machine: MachineKind::Kvm,
+            kernel: None,
+            input: Input::None,
+            output: Output::Discard,
+            guest: GuestArgs::default(),
+            net: NetConfig::default(),
+            ram: 128 << 20,
+            timeout: Duration::from_secs(60),
+            echo_serial: false,
+        }
+    }
+}
+
+/// What a finished run produced.
+#[derive(Clone, Debug)]
+pub struct RunReport {
+    pub machine: MachineKind,
+    /// The guest's exit code (0: every check of the application passed).
+    pub exit_code: u32,
+    pub counters: NetCounters,
+    pub input_frames: usize,
+    pub output_frames: u64,
+    /// Everything the guest printed.
+    pub serial: Vec<u8>,
+    /// Features the driver accepted.
+    pub features: u64,
+    /// From the start of the run to the guest reporting link up.
+    pub link_up: Option<Duration>,
+    /// From the guest starting to forward to its last frame completing.
+    pub forwarding: Option<Duration>,
+}
+
+impl RunReport {
+    pub fn passed(&self) -> bool {
+        self.exit_code == pmd::harness::exit::PASS
+    }
+
+    /// The `vlab run` summary line.
+    pub fn summary(&self) -> String {
+        let c = &self.counters;
+        let verdict = if self.passed() {
+            "PASS".to_string()
+        } else {
+            format!("FAIL (guest exit code {})", self.exit_code)
+        };
+        let mut s = format!(
+            "vlab: {verdict}: machine={} in={} delivered={} out={} drops={}",
+            self.machine.name(),
+            self.input_frames,
+            c.rx_delivered,
+            self.output_frames,
+            c.rx_dropped + c.tx_dropped + c.rx_malformed + c.tx_malformed,
+        );
+        if let Some(t) = self.link_up {
+            s.push_str(&format!(" link-up={:.1}ms", t.as_secs_f64() * 1e3));
+        }
+        s
+    }
+
+    /// Frames per second over the forwarding phase, counting `frames`.
+    pub fn rate(&self, frames: u64) -> Option<f64> {
+        let t = self.forwarding?.as_secs_f64();
+        (t > 0.0).then(|| frames as f64 / t)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Pcap(#[from] pcap::Error),
+    #[error(transparent)]
+    Board(#[from] board::Error),
+    #[error("{0}")]
+    Image(String),
+    #[error(transparent)]
+    Machine(#[from] machine::Error),
+    #[error("stopping the backend: {0}")]
+    Backend(#[from] device_model::net::Error),
+    #[error("finishing the output: {0}")]
+    Output(#[from] endpoint::SinkError),
+    #[error("--loopback cannot be combined with --pcap-out")]
+    LoopbackWithOutput,
+}
+
+/// Runs `cfg` to completion. `t0` is when the caller started (link-up is measured from it).
+pub fn run(cfg: &RunConfig, t0: Instant) -> Result<RunReport, Error> {
+    // Inputs first: nothing is created until they are known to be good.
+    let (source, stamps, resolution, input_frames): (Box<dyn Source>, _, _, _) = match &cfg.input {
+        Input::Pcap(path) => {
+            let cap = pcap::read(path, cfg.net.max_frame)?;
+            let n = cap.frames.len();
+            let stamps = Timestamps::new(cap.frames.iter().map(|f| f.ts).collect());
+            (Box::new(PcapSource::new(cap.frames)), stamps, cap.resolution, n)
+        }
+        Input::Generator { frames, size } => (
+            Box::new(GeneratorSource::new(*frames, *size, cfg.net.mac)),
+            Timestamps::default(),
+            TsResolution::MicroSecond,
+            *frames as usize,
+        ),
+        Input::Loopback | Input::None => (
+            Box::new(NullSource),
+            Timestamps::default(),
+            TsResolution::MicroSecond,
+            0,
+        ),
+    };
+    let kernel = match cfg.machine {
+        MachineKind::Kvm => Some(match &cfg.kernel {
+            Some(k) => k.clone(),
+            None => crate::image::default_image().map_err(Error::Image)?,
+        }),
+        MachineKind::InProcess => None,
+    };
+
+    let (source, sink): (Box<dyn Source>, Box<dyn Sink>) = match (&cfg.input, &cfg.output) {
+        (Input::Loopback, Output::Pcap(_)) => return Err(Error::LoopbackWithOutput),
+        (Input::Loopback, Output::Discard) => {
+            let (s, k) = endpoint::loopback();
+            (Box::new(s), Box::new(k))
+        }
+        (_, Output::Pcap(path)) => (
+            source,
+            Box::new(PcapSink::new(PcapOut::create(path, resolution)?, stamps)),
+        ),
+        (_, Output::Discard) => (source, Box::new(NullSink::default())),
+    };
+
+    let echo = if cfg.echo_serial {
+        Echo::Stream(Box::new(std::io::stdout()))
+    } else {
+        Echo::None
+    };
+    let board = Board::new(
+        cfg.ram,
+        cfg.net.clone(),
+        source,
+        sink,
+        Arc::new(MsiCounter::default()),
+        echo,
+    )?;
+    let cmdline = cfg.guest.cmdline();
+    let result = match &kernel {
+        Some(image) => kvm::run(&board, image, &cmdline, cfg.timeout),
+        None => inprocess::run(&board, &cmdline, cfg.timeout),
+    };
+    // Stop the backend whatever happened; its sink holds the output.
+    let features = board.net().driver_features();
+    let shutdown = board.net().device_mut().shutdown();
+    let exit_code = result?;
+    let mut sink = shutdown?;
+    sink.finish()?;
+
+    let harness = &board.bus.harness;
+    let at = |e| harness.event_time(e);
+    Ok(RunReport {
+        machine: cfg.machine,
+        exit_code,
+        counters: board.net_stats.snapshot(),
+        input_frames,
+        output_frames: sink.frames(),
+        serial: board.serial_log(),
+        features,
+        link_up: at(event::LINK_UP).map(|t| t.saturating_duration_since(t0)),
+        forwarding: at(event::FWD_START)
+            .zip(at(event::FWD_DONE))
+            .map(|(a, b)| b.saturating_duration_since(a)),
+    })
+}
