@@ -46,8 +46,8 @@ pub enum Error {
         #[source]
         source: kvm_ioctls::Error,
     },
-    #[error("stopped on request")]
-    Stopped,
+    #[error("stopped on request at RIP {rip:#x} (CS {cs:#x}, CR0 {cr0:#x}, EFER {efer:#x})")]
+    Stopped { rip: u64, cs: u16, cr0: u64, efer: u64 },
 }
 
 fn ioctl(what: &'static str) -> impl Fn(kvm_ioctls::Error) -> Error {
@@ -223,7 +223,12 @@ fn vcpu_loop(
 ) -> Result<u32, Error> {
     loop {
         if stop.load(Ordering::Acquire) {
-            return Err(Error::Stopped);
+            let rip = vcpu.get_regs().map(|r| r.rip).unwrap_or(0);
+            let (cs, cr0, efer) = vcpu
+                .get_sregs()
+                .map(|s| (s.cs.selector, s.cr0, s.efer))
+                .unwrap_or_default();
+            return Err(Error::Stopped { rip, cs, cr0, efer });
         }
         let step = match vcpu.run() {
             Ok(exit) => match exit {

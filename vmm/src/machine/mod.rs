@@ -18,10 +18,10 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 pub enum Error {
     #[error(transparent)]
     Kvm(#[from] kvm::Error),
-    #[error("the guest did not finish within {0:?}; stopped by the watchdog (raise --timeout if it is just slow)")]
-    Timeout(Duration),
-    #[error("stopped because the backend failed: {0}")]
-    Backend(String),
+    #[error("the guest did not finish within {0:?}; stopped by the watchdog (raise --timeout if it is just slow): {1}")]
+    Timeout(Duration, String),
+    #[error("stopped because the backend failed: {0} ({1})")]
+    Backend(String, String),
     #[error("the in-process driver thread panicked: {0}")]
     DriverPanicked(String),
     #[error("the guest thread did not stop within {0:?} of being asked to")]
@@ -59,18 +59,21 @@ pub(crate) fn supervise<T>(
         }
     };
     let grace = Instant::now() + STOP_GRACE;
-    loop {
+    // Where the guest was when it stopped, for the error message.
+    let last = loop {
         request_stop();
-        match done.recv_timeout(SUPERVISE_TICK) {
-            Ok(_) | Err(RecvTimeoutError::Disconnected) => break,
+        break match done.recv_timeout(SUPERVISE_TICK) {
+            Ok(Ok(_)) => "it finished as it was stopped".to_string(),
+            Ok(Err(e)) => e.to_string(),
+            Err(RecvTimeoutError::Disconnected) => "the guest thread vanished".to_string(),
             Err(RecvTimeoutError::Timeout) if Instant::now() >= grace => {
                 return Err(Error::Unresponsive(STOP_GRACE));
             }
-            Err(RecvTimeoutError::Timeout) => {}
-        }
-    }
+            Err(RecvTimeoutError::Timeout) => continue,
+        };
+    };
     Err(match reason {
-        StopReason::Timeout => Error::Timeout(timeout),
-        StopReason::Backend(why) => Error::Backend(why),
+        StopReason::Timeout => Error::Timeout(timeout, last),
+        StopReason::Backend(why) => Error::Backend(why, last),
     })
 }
