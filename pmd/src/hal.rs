@@ -43,11 +43,13 @@ pub struct Dma {
 /// # Safety
 ///
 /// An implementation promises that every [`Dma`] returned by [`Hal::dma_alloc`] is valid for
-/// reads and writes of `len` bytes at `vaddr` for as long as the `Hal` lives, is zeroed,
-/// overlaps no other allocation, and that the device sees the same bytes at `paddr`.
+/// reads and writes of `len` bytes at `vaddr` for as long as the `Hal` lives, overlaps no
+/// other allocation, and that the device sees the same bytes at `paddr`. The contents are
+/// unspecified: the driver initialises what it reads.
 pub unsafe trait Hal {
-    /// Allocates zeroed memory the device can reach. Never freed: the driver allocates its
-    /// rings and mbuf pools once, at start-up.
+    /// Allocates memory the device can reach. Never freed: the driver allocates its rings
+    /// and mbuf pools once, at start-up. Not zeroed: touching every page of a pool at
+    /// start-up costs a page fault each, in a guest a costly one.
     fn dma_alloc(&self, len: usize, align: usize) -> Option<Dma>;
 
     /// Reads an I/O port.

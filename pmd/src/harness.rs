@@ -17,7 +17,7 @@ pub const EXIT_PORT: u16 = 0xf4;
 /// Base of the harness register block.
 pub const HARNESS_PORT: u16 = 0x500;
 /// Size of the harness register block in bytes.
-pub const HARNESS_LEN: u16 = 0x10;
+pub const HARNESS_LEN: u16 = 0x20;
 
 /// Register offsets inside the harness block (all 32-bit).
 pub mod reg {
@@ -29,7 +29,15 @@ pub mod reg {
     pub const RX_DELIVERED: u16 = 0x8;
     /// Write: an [`super::event`] code; `vlab` timestamps it.
     pub const EVENT: u16 = 0xc;
+    /// Write: guest-physical address (below 4 GiB) of text for the console.
+    pub const CONSOLE_ADDR: u16 = 0x10;
+    /// Write: length of the text at CONSOLE_ADDR (at most [`super::CONSOLE_MAX`]); `vlab`
+    /// appends it to the serial output. Two exits per string instead of one per byte.
+    pub const CONSOLE_WRITE: u16 = 0x14;
 }
+
+/// Longest string one CONSOLE_WRITE carries.
+pub const CONSOLE_MAX: u32 = 4096;
 
 /// "VLAB", little endian.
 pub const SIGNATURE: u32 = u32::from_le_bytes(*b"VLAB");

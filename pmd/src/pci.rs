@@ -137,6 +137,8 @@ impl<'a, H: Hal> ConfigSpace<'a, H> {
             return Ok(());
         }
         let mut ptr = u16::from(self.read8(CAPABILITIES_POINTER)) & !3;
+        // The callback may read more of each capability; the walk itself reads one dword
+        // per entry (id and next pointer).
         // A capability takes at least 4 bytes of the 192 after the header: 48 entries at most.
         for _ in 0..48 {
             if ptr == 0 {

@@ -104,6 +104,9 @@ impl SplitQueue {
             .ok_or(Error::NoMemory(size))?;
         let used_off = align_up(16 * n + 6 + 2 * n, PAGE);
         let base = dma.vaddr.as_ptr();
+        // SAFETY: the block is `ring_bytes(size)` long and ours; the rings' flags, indexes
+        // and event fields must start at zero.
+        unsafe { base.write_bytes(0, ring_bytes(size)) };
         // SAFETY: `ring_bytes` covers the descriptor table at 0, the avail ring at 16 * n and
         // the used ring at `used_off`; the block is ours for the driver's lifetime (Hal
         // contract), so these pointers stay in bounds and valid.

@@ -82,7 +82,7 @@ impl Board {
         pci.add(net.clone())?;
         let (uart, serial_log) = serial::uart(echo);
         let harness = Arc::new(Harness::new(net_stats.clone()));
-        let bus = Arc::new(Bus::new(uart, harness, pci));
+        let bus = Arc::new(Bus::new(mem.clone(), uart, harness, pci));
         Ok(Self {
             mem,
             bus,

@@ -7,7 +7,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use pmd::harness::{EXIT_PORT, HARNESS_LEN, HARNESS_PORT, SERIAL_PORT};
+use device_model::virtio::Memory;
+use pmd::harness::{reg, CONSOLE_MAX, EXIT_PORT, HARNESS_LEN, HARNESS_PORT, SERIAL_PORT};
+use vm_memory::{Bytes, GuestAddress};
 
 use crate::harness::Harness;
 use crate::pci_bus::{PciBus, CONFIG_ADDRESS};
@@ -22,7 +24,10 @@ pub enum PioEffect {
 }
 
 pub struct Bus {
+    mem: Arc<Memory>,
     serial: Mutex<Uart>,
+    /// Guest-physical address of the next harness console string.
+    console_addr: AtomicU64,
     pub harness: Arc<Harness>,
     pci: Mutex<PciBus>,
     unclaimed: AtomicU64,
@@ -36,9 +41,11 @@ fn value(data: &[u8]) -> u32 {
 }
 
 impl Bus {
-    pub fn new(serial: Uart, harness: Arc<Harness>, pci: PciBus) -> Self {
+    pub fn new(mem: Arc<Memory>, serial: Uart, harness: Arc<Harness>, pci: PciBus) -> Self {
         Self {
+            mem,
             serial: Mutex::new(serial),
+            console_addr: AtomicU64::new(0),
             harness,
             pci: Mutex::new(pci),
             unclaimed: AtomicU64::new(0),
@@ -102,12 +109,35 @@ impl Bus {
                 self.harness.exit(code);
                 return PioEffect::Exit(code);
             }
+            p if p == HARNESS_PORT + reg::CONSOLE_ADDR => {
+                self.console_addr.store(u64::from(value(data)), Ordering::Relaxed);
+            }
+            p if p == HARNESS_PORT + reg::CONSOLE_WRITE => self.console_write(value(data)),
             p if (HARNESS_PORT..HARNESS_PORT + HARNESS_LEN).contains(&p) => {
                 self.harness.write(p, value(data));
             }
             _ => self.unclaimed_access("port write", u64::from(port), data.len()),
         }
         PioEffect::Continue
+    }
+
+    /// Appends `len` bytes of guest memory at the console address to the serial output,
+    /// as if the guest had written them to the UART. Out-of-RAM or oversized strings are
+    /// dropped and counted.
+    fn console_write(&self, len: u32) {
+        let addr = self.console_addr.load(Ordering::Relaxed);
+        if len > CONSOLE_MAX {
+            self.unclaimed_access("console string (too long)", addr, len as usize);
+            return;
+        }
+        let mut buf = vec![0u8; len as usize];
+        if self.mem.read_slice(&mut buf, GuestAddress(addr)).is_err() {
+            self.unclaimed_access("console string (outside RAM)", addr, buf.len());
+            return;
+        }
+        let mut s = self.serial();
+        let w = s.writer_mut();
+        let _ = std::io::Write::write_all(w, &buf);
     }
 
     pub fn mmio_read(&self, addr: u64, data: &mut [u8]) {

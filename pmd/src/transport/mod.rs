@@ -34,15 +34,13 @@ pub enum Error {
     CapabilityNotInMemoryBar { cfg_type: u8, bar: u8 },
     #[error("queue {queue} does not exist (the device has {num_queues})")]
     NoSuchQueue { queue: u16, num_queues: u16 },
-    #[error("queue {queue} is already enabled")]
-    QueueAlreadyEnabled { queue: u16 },
     #[error("device did not accept queue {queue} size {size}, it reads back {got}")]
     QueueSizeRefused { queue: u16, size: u16, got: u16 },
 }
 
 /// What the net driver needs from a virtio transport.
 pub trait Transport {
-    /// Writes 0 to the status and waits until the device reads back 0.
+    /// Writes 0 to the status and waits until the device reads back 0. Must come first.
     fn reset(&mut self);
     fn status(&self) -> u8;
     fn set_status(&mut self, status: u8);

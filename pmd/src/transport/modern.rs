@@ -43,6 +43,7 @@ pub struct ModernTransport<'a, H: Hal> {
     device: u64,
     notify_base: u64,
     notify_multiplier: u32,
+    num_queues: u16,
     queue_notify: Vec<u64>,
 }
 
@@ -56,8 +57,9 @@ impl<'a, H: Hal> ModernTransport<'a, H> {
             if id != pci::CAP_ID_VENDOR {
                 return;
             }
-            let ty = cfg.read8(ptr + 3);
-            let bar = cfg.read8(ptr + 4);
+            // struct virtio_pci_cap: id, next, len, cfg_type | bar, id, padding | offset.
+            let ty = (cfg.read32(ptr) >> 24) as u8;
+            let bar = cfg.read32(ptr + 4) as u8;
             let offset = cfg.read32(ptr + 8);
             // The first capability of each type is the preferred one (4.1.4).
             if (1..=4).contains(&ty) && found[usize::from(ty)].is_none() {
@@ -67,9 +69,21 @@ impl<'a, H: Hal> ModernTransport<'a, H> {
                 }
             }
         })?;
-        let locate = |ty: u8| -> Result<u64, Error> {
+        // Each configuration read costs two VM exits: read each BAR once.
+        let mut bars: [Option<Bar>; 6] = [None; 6];
+        let mut locate = |ty: u8| -> Result<u64, Error> {
             let (bar, offset) = found[usize::from(ty)].ok_or(Error::MissingCapability { cfg_type: ty })?;
-            match cfg.bar(bar)? {
+            let decoded = match bars.get(usize::from(bar)).copied().flatten() {
+                Some(b) => b,
+                None => {
+                    let b = cfg.bar(bar)?;
+                    if let Some(slot) = bars.get_mut(usize::from(bar)) {
+                        *slot = Some(b);
+                    }
+                    b
+                }
+            };
+            match decoded {
                 Bar::Memory { addr } => Ok(addr + u64::from(offset)),
                 Bar::Io { .. } => Err(Error::CapabilityNotInMemoryBar { cfg_type: ty, bar }),
             }
@@ -85,6 +99,7 @@ impl<'a, H: Hal> ModernTransport<'a, H> {
             device,
             notify_base,
             notify_multiplier,
+            num_queues: 0,
             queue_notify: Vec::new(),
         })
     }
@@ -113,6 +128,8 @@ impl<H: Hal> Transport for ModernTransport<'_, H> {
             self.hal.relax();
         }
         self.queue_notify.clear();
+        // Fixed for the device's lifetime; every MMIO read is a VM exit, so read it once.
+        self.num_queues = self.read(common::NUM_QUEUES, Width::U16) as u16;
     }
 
     fn status(&self) -> u8 {
@@ -144,7 +161,7 @@ impl<H: Hal> Transport for ModernTransport<'_, H> {
     }
 
     fn num_queues(&self) -> u16 {
-        self.read(common::NUM_QUEUES, Width::U16) as u16
+        self.num_queues
     }
 
     fn queue_max_size(&self, queue: u16) -> u16 {
@@ -156,14 +173,12 @@ impl<H: Hal> Transport for ModernTransport<'_, H> {
     }
 
     fn setup_queue(&mut self, queue: u16, size: u16, addrs: QueueAddrs) -> Result<(), Error> {
-        let num_queues = self.num_queues();
+        let num_queues = self.num_queues;
         if queue >= num_queues {
             return Err(Error::NoSuchQueue { queue, num_queues });
         }
+        // After `reset` every queue is disabled, so nothing to check before programming.
         self.write(common::QUEUE_SELECT, Width::U16, u64::from(queue));
-        if self.read(common::QUEUE_ENABLE, Width::U16) != 0 {
-            return Err(Error::QueueAlreadyEnabled { queue });
-        }
         self.write(common::QUEUE_SIZE, Width::U16, u64::from(size));
         let got = self.read(common::QUEUE_SIZE, Width::U16) as u16;
         if got != size {

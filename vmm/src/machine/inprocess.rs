@@ -67,8 +67,7 @@ fn bytes(width: Width) -> usize {
 
 // SAFETY: `dma_alloc` hands out disjoint, aligned pieces of [dma_start, dma_end), one region
 // of the board's guest RAM mapping, which `_mem` keeps mapped for the HAL's lifetime; the
-// device sees the same bytes at the same guest-physical addresses. Fresh guest RAM is zero
-// and nothing else writes this window before the driver allocates it.
+// device sees the same bytes at the same guest-physical addresses.
 unsafe impl Hal for InProcessHal {
     fn dma_alloc(&self, len: usize, align: usize) -> Option<Dma> {
         let align = align.max(1) as u64;

@@ -74,6 +74,9 @@ pub fn run(
     set_pvh_registers(&vcpu, entry)?;
     let mut ioevents = IoEvents::default();
     ioevents.sync(&vm, board)?;
+    // The routes the firmware set up are registered now; only a guest moving a BAR makes
+    // them change again (each KVM_IOEVENTFD costs an SRCU grace period: milliseconds).
+    board.bus.pci().take_routes_changed();
 
     register_signal_handler(kick_signal(), kick_handler).map_err(Error::Signal)?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -233,19 +236,25 @@ fn vcpu_loop(
         let step = match vcpu.run() {
             Ok(exit) => match exit {
                 VcpuExit::IoIn(port, data) => {
+                    tracing::trace!("exit: in {port:#x} ({} bytes)", data.len());
                     board.bus.pio_read(port, data);
                     Step::Continue
                 }
-                VcpuExit::IoOut(port, data) => match board.bus.pio_write(port, data) {
+                VcpuExit::IoOut(port, data) => match {
+                    tracing::trace!("exit: out {port:#x} ({} bytes)", data.len());
+                    board.bus.pio_write(port, data)
+                } {
                     PioEffect::Exit(code) => Step::Exit(code),
                     PioEffect::Continue if (0xcf8..=0xcff).contains(&port) => Step::PciConfigWrite,
                     PioEffect::Continue => Step::Continue,
                 },
                 VcpuExit::MmioRead(addr, data) => {
+                    tracing::trace!("exit: mmio read {addr:#x} ({} bytes)", data.len());
                     board.bus.mmio_read(addr, data);
                     Step::Continue
                 }
                 VcpuExit::MmioWrite(addr, data) => {
+                    tracing::trace!("exit: mmio write {addr:#x} ({} bytes)", data.len());
                     board.bus.mmio_write(addr, data);
                     Step::Continue
                 }
