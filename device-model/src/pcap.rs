@@ -241,6 +241,8 @@ impl PcapOut {
         let tmp = tempfile::Builder::new()
             .prefix(".vlab-")
             .suffix(".pcap.partial")
+            // A capture is an ordinary file once renamed: not the 0600 of a temporary.
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
             .tempfile_in(dir)
             .map_err(io)?;
         let header = PcapHeader {

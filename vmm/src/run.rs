@@ -169,7 +169,19 @@ impl RunReport {
         if let Some(t) = self.link_up {
             s.push_str(&format!(" link-up={:.1}ms", t.as_secs_f64() * 1e3));
         }
+        if let (Some(t), Some(r)) = (self.forwarding, self.rate(self.frames_moved())) {
+            s.push_str(&format!(
+                " forwarding={:.1}ms rate={:.2}Mpps",
+                t.as_secs_f64() * 1e3,
+                r / 1e6
+            ));
+        }
         s
+    }
+
+    /// Frames through the guest in its busier direction: what a rate counts.
+    pub fn frames_moved(&self) -> u64 {
+        self.counters.rx_delivered.max(self.output_frames)
     }
 
     /// Frames per second over the forwarding phase, counting `frames`.

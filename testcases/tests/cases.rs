@@ -1,0 +1,81 @@
+//! Runs every case under testcases/ on both machines.
+//!
+//! For each case: the in-process machine's output must keep the promise of the case's mode
+//! and match the case's snapshot (`<case>/out.snap`, reviewed with `cargo insta review`);
+//! the KVM machine must then produce the same capture and the same guest log, byte for byte.
+//! Without /dev/kvm the KVM half fails with the reason: it is not skipped.
+//!
+//! One trial per case, so `cargo test -p testcases -- basic/io-ntp` runs one and
+//! `cargo nextest run --partition count:1/4` splits them.
+
+use libtest_mimic::{Arguments, Failed, Trial};
+use testcases::{check_mode, discover, root, Case};
+use vmm::run::MachineKind;
+
+fn run_case(case: &Case) -> Result<(), Failed> {
+    let input = case.input()?;
+    let tmp = tempfile::tempdir()?;
+
+    let local = case.run(MachineKind::InProcess, tmp.path())?;
+    check_mode(case, &input, &local).map_err(|e| format!("in-process: {e}"))?;
+    if !local.report.passed() {
+        return Err(format!(
+            "in-process guest failed (exit code {}):\n{}",
+            local.report.exit_code,
+            String::from_utf8_lossy(&local.report.serial)
+        )
+        .into());
+    }
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path(&case.dir);
+    settings.set_prepend_module_to_snapshot(false);
+    settings.set_input_file(case.dir.join("case.toml"));
+    settings.set_description(case.spec.description.trim());
+    let snapshot = local.snapshot();
+    // A mismatch panics with insta's diff; libtest-mimic reports it as this case's failure.
+    settings.bind(|| insta::assert_snapshot!("out", snapshot));
+
+    let kvm = case.run(MachineKind::Kvm, tmp.path())?;
+    if kvm.pcap != local.pcap {
+        let first = kvm
+            .frames
+            .iter()
+            .zip(&local.frames)
+            .position(|(a, b)| a != b)
+            .unwrap_or(kvm.frames.len().min(local.frames.len()));
+        return Err(format!(
+            "KVM and in-process captures differ: {} vs {} frames, first difference at frame {first}",
+            kvm.frames.len(),
+            local.frames.len()
+        )
+        .into());
+    }
+    if kvm.report.serial != local.report.serial {
+        return Err(format!(
+            "KVM and in-process guest logs differ:\n--- kvm\n{}\n--- in-process\n{}",
+            String::from_utf8_lossy(&kvm.report.serial),
+            String::from_utf8_lossy(&local.report.serial)
+        )
+        .into());
+    }
+    if kvm.report.exit_code != local.report.exit_code {
+        return Err(format!(
+            "exit codes differ: kvm {} in-process {}",
+            kvm.report.exit_code, local.report.exit_code
+        )
+        .into());
+    }
+    Ok(())
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    let trials = match discover(&root()) {
+        Ok(cases) => cases
+            .into_iter()
+            .map(|case| Trial::test(case.name.clone(), move || run_case(&case)))
+            .collect(),
+        Err(e) => vec![Trial::test("discover", move || Err(e.to_string().into()))],
+    };
+    libtest_mimic::run(&args, trials).exit();
+}
