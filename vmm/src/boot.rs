@@ -26,18 +26,34 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("guest image {path}: not a loadable 64-bit ELF: {source}")]
-    Elf {
-        path: PathBuf,
-        #[source]
-        source: linux_loader::loader::Error,
-    },
+    #[error("guest image {path}: {why}")]
+    Elf { path: PathBuf, why: String },
     #[error("guest image {path}: not a PVH image (it has no XEN_ELFNOTE_PHYS32_ENTRY note)")]
     NotPvh { path: PathBuf },
     #[error("kernel command line ({len} bytes): {why}")]
     Cmdline { len: usize, why: String },
     #[error("writing the PVH start_info: {0}")]
     StartInfo(#[source] linux_loader::configurator::Error),
+}
+
+/// What is wrong with an image linux-loader refused, in words for the user.
+fn elf_problem(e: &linux_loader::loader::Error) -> String {
+    use linux_loader::loader::elf::Error as E;
+    use linux_loader::loader::Error as L;
+    match e {
+        L::Elf(E::InvalidElfMagicNumber) => "not an ELF file (bad magic number)".into(),
+        L::Elf(E::BigEndianElfOnLittle) => "a big-endian ELF; x86 guests are little-endian".into(),
+        L::Elf(E::InvalidEntryAddress) => format!(
+            "its entry point is below {:#x}, where a PVH image must be loaded",
+            layout::HIMEM_START
+        ),
+        L::Elf(E::ReadElfHeader) => "too short for an ELF header".into(),
+        L::Elf(E::ReadKernelImage | E::InvalidProgramHeaderAddress) | L::MemoryOverflow => {
+            "a segment does not fit in guest RAM (or the file ends inside one)".into()
+        }
+        L::Elf(other) => format!("not a loadable 64-bit ELF ({other})"),
+        other => format!("not a loadable 64-bit ELF ({other})"),
+    }
 }
 
 /// Where to start the vCPU.
@@ -54,7 +70,10 @@ pub fn load_pvh(mem: &Memory, ram: u64, image: &Path, cmdline: &str) -> Result<E
     let p = || image.to_owned();
     let mut file = File::open(image).map_err(|source| Error::Open { path: p(), source })?;
     let loaded = Elf::load(mem, None, &mut file, Some(GuestAddress(layout::HIMEM_START)))
-        .map_err(|source| Error::Elf { path: p(), source })?;
+        .map_err(|e| Error::Elf {
+            path: p(),
+            why: elf_problem(&e),
+        })?;
     let PvhBootCapability::PvhEntryPresent(entry) = loaded.pvh_boot_cap else {
         return Err(Error::NotPvh { path: p() });
     };

@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use vmm::run::{GuestArgs, Input, MachineKind, Mode, Output, RunConfig};
 
@@ -87,17 +86,20 @@ struct RunArgs {
     /// PVH guest image (default: the built images/pmd-guest).
     #[arg(long, value_name = "ELF")]
     kernel: Option<PathBuf>,
-    /// Rx and tx ring size the driver asks for (a power of two).
-    #[arg(long, default_value_t = 256)]
+    /// KVM device node (for hosts that put it elsewhere, and for tests).
+    #[arg(long, value_name = "PATH", default_value = "/dev/kvm")]
+    kvm_device: PathBuf,
+    /// Rx and tx ring size the driver asks for (a power of two, 1-32768).
+    #[arg(long, default_value_t = 256, value_parser = ring_size)]
     ring: u16,
-    /// Frames per rx/tx burst.
-    #[arg(long, default_value_t = 32)]
+    /// Frames per rx/tx burst (1-512).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=512))]
     burst: u16,
     /// txonly: number of frames to send.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, required_if_eq("mode", "txonly"))]
     pkts: u64,
     /// txonly: frame size in bytes, without FCS (42-1518).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(42..=1518))]
     size: u16,
     /// Generate N frames on the backend side instead of reading a pcap (benchmarks).
     #[arg(long, value_name = "N")]
@@ -141,6 +143,7 @@ impl RunArgs {
                 MachineArg::Inprocess => MachineKind::InProcess,
             },
             kernel: self.kernel.clone(),
+            kvm_device: self.kvm_device.clone(),
             input,
             output,
             guest: GuestArgs {
@@ -163,6 +166,14 @@ impl RunArgs {
     }
 }
 
+fn ring_size(s: &str) -> Result<u16, String> {
+    let n: u16 = s.parse().map_err(|_| format!("'{s}' is not a number from 1 to 32768"))?;
+    if n == 0 || n > 32768 || !n.is_power_of_two() {
+        return Err(format!("{n} is not a power of two from 1 to 32768"));
+    }
+    Ok(n)
+}
+
 fn run(args: &RunArgs, t0: Instant) -> anyhow::Result<u8> {
     let report = vmm::run::run(&args.config(), t0)?;
     println!("{}", report.summary());
@@ -170,7 +181,7 @@ fn run(args: &RunArgs, t0: Instant) -> anyhow::Result<u8> {
 }
 
 fn pcap_show(file: &PathBuf) -> anyhow::Result<u8> {
-    let cap = device_model::pcap::read(file, usize::MAX).context("vlab pcap show")?;
+    let cap = device_model::pcap::read(file, usize::MAX)?;
     let text = vmm::decode::frames(cap.frames.iter().map(|f| f.data.as_slice()));
     print!("{text}");
     Ok(0)
@@ -190,7 +201,8 @@ fn main() -> ExitCode {
     match r {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("vlab: error: {e:#}");
+            // Every error's message already carries its cause: print the top one only.
+            eprintln!("vlab: error: {e}");
             ExitCode::from(HARNESS_FAILURE)
         }
     }

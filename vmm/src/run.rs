@@ -98,6 +98,8 @@ pub struct RunConfig {
     pub machine: MachineKind,
     /// Guest image for the KVM machine; `None` picks the built `pmd-guest`.
     pub kernel: Option<PathBuf>,
+    /// The KVM device node.
+    pub kvm_device: PathBuf,
     pub input: Input,
     pub output: Output,
     pub guest: GuestArgs,
@@ -115,6 +117,7 @@ impl Default for RunConfig {
         Self {
             machine: MachineKind::Kvm,
             kernel: None,
+            kvm_device: PathBuf::from("/dev/kvm"),
             input: Input::None,
             output: Output::Discard,
             guest: GuestArgs::default(),
@@ -268,7 +271,7 @@ pub fn run(cfg: &RunConfig, t0: Instant) -> Result<RunReport, Error> {
     )?;
     let cmdline = cfg.guest.cmdline();
     let result = match &kernel {
-        Some(image) => kvm::run(&board, image, &cmdline, cfg.timeout),
+        Some(image) => kvm::run(&board, &cfg.kvm_device, image, &cmdline, cfg.timeout),
         None => inprocess::run(&board, &cmdline, cfg.timeout),
     };
     // Stop the backend whatever happened; its sink holds the output.

@@ -26,8 +26,12 @@ fn kick_signal() -> i32 {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot open /dev/kvm: {0} (KVM is needed for the KVM machine; --machine inprocess runs without it)")]
-    Open(#[source] kvm_ioctls::Error),
+    #[error("cannot open {path}: {source} (the KVM machine needs it; --machine inprocess runs without)")]
+    Open {
+        path: std::path::PathBuf,
+        #[source]
+        source: kvm_ioctls::Error,
+    },
     #[error("KVM {what}: {source}")]
     Ioctl {
         what: &'static str,
@@ -58,11 +62,18 @@ fn ioctl(what: &'static str) -> impl Fn(kvm_ioctls::Error) -> Error {
 /// port. Returns the exit code.
 pub fn run(
     board: &Board,
+    kvm_device: &std::path::Path,
     image: &std::path::Path,
     cmdline: &str,
     timeout: Duration,
 ) -> Result<u32, MachineError> {
-    let kvm = Kvm::new().map_err(Error::Open)?;
+    let open_err = |source| Error::Open {
+        path: kvm_device.to_owned(),
+        source,
+    };
+    let c_path = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(kvm_device.as_os_str()))
+        .map_err(|_| open_err(kvm_ioctls::Error::new(libc::EINVAL)))?;
+    let kvm = Kvm::new_with_path(&c_path).map_err(open_err)?;
     let vm = kvm.create_vm().map_err(ioctl("create VM"))?;
     map_memory(&vm, board)?;
     let entry = boot::load_pvh(&board.mem, board.ram, image, cmdline).map_err(Error::Boot)?;
