@@ -10,7 +10,7 @@
 pub mod endpoint;
 pub mod msix;
 pub mod net;
-pub mod pci;
 pub mod pcap;
+pub mod pci;
 pub mod virtio;
 pub mod virtio_pci;

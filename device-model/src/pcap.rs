@@ -49,7 +49,11 @@ pub enum Error {
     #[error("{path}: link type {link:?} is not Ethernet")]
     LinkType { path: PathBuf, link: DataLink },
     #[error("{path}: record {index} at byte {offset} is truncated (the file ends inside it)")]
-    Truncated { path: PathBuf, index: usize, offset: usize },
+    Truncated {
+        path: PathBuf,
+        index: usize,
+        offset: usize,
+    },
     #[error("{path}: record {index} at byte {offset}: {why}")]
     BadRecord {
         path: PathBuf,
@@ -67,8 +71,14 @@ pub enum Error {
         captured: usize,
         original: u32,
     },
-    #[error("{path}: frame {index} is {len} bytes, shorter than a {MIN_FRAME}-byte Ethernet header")]
-    Runt { path: PathBuf, index: usize, len: usize },
+    #[error(
+        "{path}: frame {index} is {len} bytes, shorter than a {MIN_FRAME}-byte Ethernet header"
+    )]
+    Runt {
+        path: PathBuf,
+        index: usize,
+        len: usize,
+    },
     #[error("{path}: frame {index} is {len} bytes; the device takes frames up to {max} bytes")]
     FrameTooLarge {
         path: PathBuf,
@@ -113,7 +123,10 @@ pub fn parse(path: &Path, bytes: &[u8], max_frame: usize) -> Result<Capture, Err
         path: p(),
         why: match e {
             PcapError::IncompleteBuffer => {
-                format!("{} bytes is shorter than the 24-byte file header", bytes.len())
+                format!(
+                    "{} bytes is shorter than the 24-byte file header",
+                    bytes.len()
+                )
             }
             other => other.to_string(),
         },
@@ -180,7 +193,10 @@ fn check_record(
             path: p(),
             index,
             offset,
-            why: format!("captured length {len} exceeds original length {}", raw.orig_len),
+            why: format!(
+                "captured length {len} exceeds original length {}",
+                raw.orig_len
+            ),
         });
     }
     if len < MIN_FRAME {
@@ -255,11 +271,12 @@ impl PcapOut {
             ts_resolution: resolution,
             endianness: Endianness::native(),
         };
-        let writer = PcapWriter::with_header(BufWriter::new(tmp), header).map_err(|e| Error::Write {
-            path: path.to_owned(),
-            index: 0,
-            source: e,
-        })?;
+        let writer =
+            PcapWriter::with_header(BufWriter::new(tmp), header).map_err(|e| Error::Write {
+                path: path.to_owned(),
+                index: 0,
+                source: e,
+            })?;
         Ok(Self {
             path: path.to_owned(),
             writer: Some(writer),
@@ -299,7 +316,10 @@ impl PcapOut {
             path: self.path.clone(),
             source,
         };
-        let tmp = w.into_writer().into_inner().map_err(|e| io(e.into_error()))?;
+        let tmp = w
+            .into_writer()
+            .into_inner()
+            .map_err(|e| io(e.into_error()))?;
         tmp.as_file().sync_data().map_err(io)?;
         tmp.persist(&self.path).map_err(|e| io(e.error))?;
         Ok(())
@@ -330,7 +350,9 @@ mod tests {
     }
 
     fn err(bytes: &[u8]) -> String {
-        parse(Path::new("x.pcap"), bytes, 1518).unwrap_err().to_string()
+        parse(Path::new("x.pcap"), bytes, 1518)
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
@@ -392,13 +414,23 @@ mod tests {
         assert!(!path.exists());
         out.commit().unwrap();
         let cap = read(&path, 1518).unwrap();
-        assert_eq!(cap.frames, vec![Frame { ts: Duration::new(3, 4000), data: vec![1u8; 60] }]);
+        assert_eq!(
+            cap.frames,
+            vec![Frame {
+                ts: Duration::new(3, 4000),
+                data: vec![1u8; 60]
+            }]
+        );
 
         let abandoned = dir.path().join("never.pcap");
         let mut out = PcapOut::create(&abandoned, TsResolution::MicroSecond).unwrap();
         out.write(Duration::ZERO, &[1u8; 60]).unwrap();
         drop(out);
         assert!(!abandoned.exists());
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no partial file left");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no partial file left"
+        );
     }
 }

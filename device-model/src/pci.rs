@@ -97,8 +97,14 @@ impl PciConfig {
     /// On a VMM programming error (bad index or size): never on guest input.
     pub fn add_bar(&mut self, index: u8, kind: BarKind, size: u64, addr: u64) {
         let i = usize::from(index);
-        assert!(i < 6 && size.is_power_of_two(), "bad BAR {index} size {size:#x}");
-        assert!(kind != BarKind::Mem64 || i < 5, "64-bit BAR{index} has no upper half");
+        assert!(
+            i < 6 && size.is_power_of_two(),
+            "bad BAR {index} size {size:#x}"
+        );
+        assert!(
+            kind != BarKind::Mem64 || i < 5,
+            "64-bit BAR{index} has no upper half"
+        );
         let (min, type_bits) = match kind {
             BarKind::Io => (4, 0x1),
             BarKind::Mem32 => (16, 0x0),
@@ -107,7 +113,8 @@ impl PciConfig {
         let size = size.max(min);
         self.bars[i] = Some((kind, size));
         let mask = !(size - 1);
-        self.writable[BAR0 / 4 + i] = (mask as u32) & !(if kind == BarKind::Io { 0x3 } else { 0xf });
+        self.writable[BAR0 / 4 + i] =
+            (mask as u32) & !(if kind == BarKind::Io { 0x3 } else { 0xf });
         self.regs[BAR0 / 4 + i] = (addr as u32 & self.writable[BAR0 / 4 + i]) | type_bits;
         if kind == BarKind::Mem64 {
             self.writable[BAR0 / 4 + i + 1] = (mask >> 32) as u32;
@@ -123,7 +130,10 @@ impl PciConfig {
     pub fn add_capability(&mut self, body: &[u8]) -> u8 {
         let off = self.next_cap;
         let end = usize::from(off) + body.len();
-        assert!(body.len() >= 2 && end <= CONFIG_SIZE, "capability does not fit");
+        assert!(
+            body.len() >= 2 && end <= CONFIG_SIZE,
+            "capability does not fit"
+        );
         for (i, &b) in body.iter().enumerate() {
             self.set_byte(usize::from(off) + i, b);
         }
@@ -154,10 +164,7 @@ impl PciConfig {
     }
 
     pub fn read(&self, offset: u16) -> u32 {
-        self.regs
-            .get(usize::from(offset) / 4)
-            .copied()
-            .unwrap_or(0)
+        self.regs.get(usize::from(offset) / 4).copied().unwrap_or(0)
     }
 
     /// Applies a guest write; bits outside the write mask keep their value. Accesses that
@@ -173,7 +180,11 @@ impl PciConfig {
         for (i, &b) in data.iter().enumerate() {
             value |= u32::from(b) << (8 * i);
         }
-        let lane = if len == 4 { u32::MAX } else { ((1u32 << (8 * len)) - 1) << shift };
+        let lane = if len == 4 {
+            u32::MAX
+        } else {
+            ((1u32 << (8 * len)) - 1) << shift
+        };
         let mask = self.writable[off / 4] & lane;
         let r = &mut self.regs[off / 4];
         *r = (*r & !mask) | ((value << shift) & mask);

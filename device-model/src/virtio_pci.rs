@@ -16,7 +16,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use crate::msix::Msix;
 use crate::pci::{BarKind, BarRegion, PciConfig, PciDevice, PciIds, CAP_ID_MSIX, CAP_ID_VENDOR};
 use crate::virtio::{
-    features, status, ActiveQueue, Activation, Health, Interrupt, Memory, MsiSink, VirtioDevice,
+    features, status, Activation, ActiveQueue, Health, Interrupt, Memory, MsiSink, VirtioDevice,
 };
 
 pub const MSIX_BAR: u8 = 1;
@@ -218,7 +218,13 @@ impl<D: VirtioDevice> VirtioPciDevice<D> {
             &NOTIFY_MULTIPLIER.to_le_bytes(),
         ));
         config.add_capability(&vendor_cap(cfg_type::ISR, bar, ISR_OFFSET, 1, &[]));
-        config.add_capability(&vendor_cap(cfg_type::DEVICE, bar, DEVICE_OFFSET, REGION_SIZE, &[]));
+        config.add_capability(&vendor_cap(
+            cfg_type::DEVICE,
+            bar,
+            DEVICE_OFFSET,
+            REGION_SIZE,
+            &[],
+        ));
 
         let kicks = (0..num_queues)
             .map(|_| EventFd::new(EFD_NONBLOCK).map_err(Error::EventFd))
@@ -276,7 +282,12 @@ impl<D: VirtioDevice> VirtioPciDevice<D> {
     /// Guest-physical address of each queue's notification slot with the eventfd a write
     /// there signals, for the VMM to register as ioeventfds. Empty while BAR4 is unassigned.
     pub fn notifiers(&self) -> Vec<(u64, &EventFd)> {
-        let Some(bar) = self.config.bars().into_iter().find(|b| b.index == MODERN_BAR) else {
+        let Some(bar) = self
+            .config
+            .bars()
+            .into_iter()
+            .find(|b| b.index == MODERN_BAR)
+        else {
             return Vec::new();
         };
         if bar.addr == 0 {
@@ -303,7 +314,9 @@ impl<D: VirtioDevice> VirtioPciDevice<D> {
             *q = QueueConfig::new(q.max_size);
         }
         self.interrupt.isr.store(0, Ordering::Release);
-        self.interrupt.config_vector.store(NO_VECTOR, Ordering::Release);
+        self.interrupt
+            .config_vector
+            .store(NO_VECTOR, Ordering::Release);
         for v in &self.interrupt.queue_vectors {
             v.store(NO_VECTOR, Ordering::Release);
         }
@@ -326,16 +339,17 @@ impl<D: VirtioDevice> VirtioPciDevice<D> {
         let old = self.status;
         // Only a reset clears status bits (2.1.1).
         let mut new = old | value;
-        if new & status::FEATURES_OK != 0 && old & status::FEATURES_OK == 0 {
-            if !self.features_acceptable(self.driver_features) {
-                tracing::warn!(
-                    "refusing driver features {:#x} (offered {:#x})",
-                    self.driver_features,
-                    self.device.features()
-                );
-                self.stats.refused_features += 1;
-                new &= !status::FEATURES_OK;
-            }
+        if new & status::FEATURES_OK != 0
+            && old & status::FEATURES_OK == 0
+            && !self.features_acceptable(self.driver_features)
+        {
+            tracing::warn!(
+                "refusing driver features {:#x} (offered {:#x})",
+                self.driver_features,
+                self.device.features()
+            );
+            self.stats.refused_features += 1;
+            new &= !status::FEATURES_OK;
         }
         if new & status::DRIVER_OK != 0 && old & status::DRIVER_OK == 0 {
             if new & status::FEATURES_OK == 0 {
@@ -365,7 +379,8 @@ impl<D: VirtioDevice> VirtioPciDevice<D> {
             let kick = match self.kicks[i].try_clone() {
                 Ok(k) => k,
                 Err(e) => {
-                    self.health.fail(&format!("queue {i}: cloning its eventfd: {e}"));
+                    self.health
+                        .fail(&format!("queue {i}: cloning its eventfd: {e}"));
                     return;
                 }
             };
@@ -385,7 +400,8 @@ impl<D: VirtioDevice> VirtioPciDevice<D> {
 
     fn build_queue(&self, qc: &QueueConfig, event_idx: bool) -> Result<Queue, String> {
         let mut q = Queue::new(qc.max_size).map_err(|e| e.to_string())?;
-        q.try_set_size(qc.size).map_err(|e| format!("size {}: {e}", qc.size))?;
+        q.try_set_size(qc.size)
+            .map_err(|e| format!("size {}: {e}", qc.size))?;
         q.try_set_desc_table_address(GuestAddress(qc.desc))
             .map_err(|e| format!("descriptor table {:#x}: {e}", qc.desc))?;
         q.try_set_avail_ring_address(GuestAddress(qc.driver))
@@ -426,7 +442,9 @@ impl<D: VirtioDevice> VirtioPciDevice<D> {
                 0 | 1 => half(self.driver_features, self.driver_feature_select == 1),
                 _ => 0,
             },
-            (common::MSIX_CONFIG, 2) => u64::from(self.interrupt.config_vector.load(Ordering::Acquire)),
+            (common::MSIX_CONFIG, 2) => {
+                u64::from(self.interrupt.config_vector.load(Ordering::Acquire))
+            }
             (common::NUM_QUEUES, 2) => self.queues.len() as u64,
             (common::DEVICE_STATUS, 1) => u64::from(self.status()),
             (common::CONFIG_GENERATION, 1) => u64::from(self.device.config_generation()),
@@ -477,7 +495,9 @@ impl<D: VirtioDevice> VirtioPciDevice<D> {
             }
             (common::MSIX_CONFIG, 2) => {
                 let vector = self.valid_vector(v as u16);
-                self.interrupt.config_vector.store(vector, Ordering::Release);
+                self.interrupt
+                    .config_vector
+                    .store(vector, Ordering::Release);
             }
             (common::DEVICE_STATUS, 1) => self.set_status(v as u8),
             (common::QUEUE_SELECT, 2) => self.queue_select = v as u16,
@@ -554,11 +574,9 @@ impl<D: VirtioDevice> VirtioPciDevice<D> {
                 Some(v) => data.copy_from_slice(&v.to_le_bytes()[..data.len()]),
                 None => self.bad_access("read", offset, data.len()),
             },
-            1 => {
-                // Reading the ISR acknowledges it (4.1.4.5).
-                if offset == ISR_OFFSET {
-                    data[0] = self.interrupt.isr.swap(0, Ordering::AcqRel);
-                }
+            // Reading the ISR acknowledges it (4.1.4.5).
+            1 if offset == ISR_OFFSET => {
+                data[0] = self.interrupt.isr.swap(0, Ordering::AcqRel);
             }
             2 => self.device.read_config(offset - DEVICE_OFFSET, data),
             _ => {}
@@ -618,7 +636,11 @@ impl<D: VirtioDevice> PciDevice for VirtioPciDevice<D> {
     fn bar_read(&mut self, bar: u8, offset: u64, data: &mut [u8]) {
         match bar {
             MSIX_BAR => {
-                let msix = self.interrupt.msix.lock().unwrap_or_else(|e| e.into_inner());
+                let msix = self
+                    .interrupt
+                    .msix
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
                 if offset < MSIX_PBA_OFFSET {
                     msix.read_table(offset, data);
                 } else {

@@ -102,14 +102,17 @@ impl<'a, H: Hal> Harness<'a, H> {
 
     /// Frames the backend delivered to the rx ring (low 32 bits); `None` without a harness.
     pub fn rx_delivered(&self) -> Option<u32> {
-        self.present
-            .then(|| self.hal.pio_read(HARNESS_PORT + reg::RX_DELIVERED, Width::U32))
+        self.present.then(|| {
+            self.hal
+                .pio_read(HARNESS_PORT + reg::RX_DELIVERED, Width::U32)
+        })
     }
 
     /// Reports an event to the VMM; a no-op without a harness.
     pub fn event(&self, code: u32) {
         if self.present {
-            self.hal.pio_write(HARNESS_PORT + reg::EVENT, Width::U32, code);
+            self.hal
+                .pio_write(HARNESS_PORT + reg::EVENT, Width::U32, code);
         }
     }
 }

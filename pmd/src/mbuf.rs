@@ -48,15 +48,18 @@ impl MbufPool {
         if count == 0 {
             return Err(Error::Empty);
         }
-        let buf_len = headroom
-            .checked_add(data_room)
-            .ok_or(Error::TooLarge { headroom, data_room })?;
+        let buf_len = headroom.checked_add(data_room).ok_or(Error::TooLarge {
+            headroom,
+            data_room,
+        })?;
         // Cache-line aligned elements, like DPDK's mempool.
         let elt = (usize::from(buf_len) + 63) & !63;
         let total = elt
             .checked_mul(count as usize)
             .ok_or(Error::NoMemory { count, elt })?;
-        let dma = hal.dma_alloc(total, 4096).ok_or(Error::NoMemory { count, elt })?;
+        let dma = hal
+            .dma_alloc(total, 4096)
+            .ok_or(Error::NoMemory { count, elt })?;
         let metas = (0..count as usize)
             .map(|i| Meta {
                 paddr: dma.paddr + (i * elt) as u64,

@@ -157,7 +157,10 @@ impl<'a, H: Hal> ConfigSpace<'a, H> {
 
 /// Calls `f` for every function on bus 0 that answers, with its vendor and device IDs, until
 /// `f` returns `Some`.
-pub fn find_on_bus0<H: Hal, T>(hal: &H, mut f: impl FnMut(Bdf, u16, u16) -> Option<T>) -> Option<T> {
+pub fn find_on_bus0<H: Hal, T>(
+    hal: &H,
+    mut f: impl FnMut(Bdf, u16, u16) -> Option<T>,
+) -> Option<T> {
     for device in 0..32u8 {
         for function in 0..8u8 {
             let bdf = Bdf {

@@ -275,7 +275,8 @@ impl SplitQueue {
             self.avail_u16(offset)
                 .store(self.last_used.wrapping_sub(1), Ordering::Relaxed);
         } else {
-            self.avail_u16(0).store(AVAIL_F_NO_INTERRUPT, Ordering::Relaxed);
+            self.avail_u16(0)
+                .store(AVAIL_F_NO_INTERRUPT, Ordering::Relaxed);
         }
     }
 
@@ -312,7 +313,10 @@ impl SplitQueue {
     /// Returns the chain headed by `head` to the free list. `false` when `head` is not the
     /// head of a chain in flight (a device bug): nothing is freed then.
     pub fn free_chain(&mut self, head: u32) -> bool {
-        let Some(&count) = usize::try_from(head).ok().and_then(|h| self.chain_len.get(h)) else {
+        let Some(&count) = usize::try_from(head)
+            .ok()
+            .and_then(|h| self.chain_len.get(h))
+        else {
             return false;
         };
         if count == 0 {

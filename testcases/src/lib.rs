@@ -201,7 +201,9 @@ impl CaseRun {
             c.rx_malformed,
             c.tx_malformed
         );
-        s.push_str(&vmm::decode::frames(self.frames.iter().map(|f| f.data.as_slice())));
+        s.push_str(&vmm::decode::frames(
+            self.frames.iter().map(|f| f.data.as_slice()),
+        ));
         s
     }
 }
@@ -256,7 +258,9 @@ pub fn check_mode(case: &Case, input: &[Frame], run: &CaseRun) -> Result<(), Str
             same_len()?;
             for (i, (a, b)) in input.iter().zip(out).enumerate() {
                 if a != b {
-                    return Err(format!("frame {i} differs from the input (bytes or timestamp)"));
+                    return Err(format!(
+                        "frame {i} differs from the input (bytes or timestamp)"
+                    ));
                 }
             }
         }
@@ -289,8 +293,16 @@ pub fn check_mode(case: &Case, input: &[Frame], run: &CaseRun) -> Result<(), Str
             if out.len() as u64 != want.pkts {
                 return Err(format!("asked for {} frames, got {}", want.pkts, out.len()));
             }
-            if let Some((i, f)) = out.iter().enumerate().find(|(_, f)| f.data.len() != usize::from(want.size)) {
-                return Err(format!("frame {i} is {} bytes, not {}", f.data.len(), want.size));
+            if let Some((i, f)) = out
+                .iter()
+                .enumerate()
+                .find(|(_, f)| f.data.len() != usize::from(want.size))
+            {
+                return Err(format!(
+                    "frame {i} is {} bytes, not {}",
+                    f.data.len(),
+                    want.size
+                ));
             }
         }
     }

@@ -25,7 +25,8 @@ fn udp4(size: usize, seed: usize) -> Vec<u8> {
         .udp(4000 + seed as u16, 5000);
     let len = size - b.size(0);
     let mut out = Vec::with_capacity(size);
-    b.write(&mut out, &payload(len, seed)).expect("writing to a Vec cannot fail");
+    b.write(&mut out, &payload(len, seed))
+        .expect("writing to a Vec cannot fail");
     out
 }
 
@@ -35,17 +36,21 @@ fn tcp4(size: usize, seed: usize) -> Vec<u8> {
         .tcp(80, 40000, 1000 + seed as u32, 65535);
     let len = size - b.size(0);
     let mut out = Vec::with_capacity(size);
-    b.write(&mut out, &payload(len, seed)).expect("writing to a Vec cannot fail");
+    b.write(&mut out, &payload(len, seed))
+        .expect("writing to a Vec cannot fail");
     out
 }
 
 fn udp6(size: usize, seed: usize) -> Vec<u8> {
     let src = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
     let dst = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
-    let b = PacketBuilder::ethernet2(A, B).ipv6(src, dst, 64).udp(546, 547);
+    let b = PacketBuilder::ethernet2(A, B)
+        .ipv6(src, dst, 64)
+        .udp(546, 547);
     let len = size - b.size(0);
     let mut out = Vec::with_capacity(size);
-    b.write(&mut out, &payload(len, seed)).expect("writing to a Vec cannot fail");
+    b.write(&mut out, &payload(len, seed))
+        .expect("writing to a Vec cannot fail");
     out
 }
 
@@ -56,7 +61,8 @@ fn vlan_udp4(size: usize, vid: u16, seed: usize) -> Vec<u8> {
         .udp(7, 7);
     let len = size - b.size(0);
     let mut out = Vec::with_capacity(size);
-    b.write(&mut out, &payload(len, seed)).expect("writing to a Vec cannot fail");
+    b.write(&mut out, &payload(len, seed))
+        .expect("writing to a Vec cannot fail");
     out
 }
 
@@ -106,7 +112,11 @@ mod tests {
         assert_eq!(sizes.iter().max(), Some(&1518));
         assert_eq!(sizes.len(), 27);
         assert_eq!(f[1].data.len(), 60);
-        assert_eq!(&f[26].data[12..14], &[0x81, 0x00], "last frame is VLAN tagged");
+        assert_eq!(
+            &f[26].data[12..14],
+            &[0x81, 0x00],
+            "last frame is VLAN tagged"
+        );
     }
 
     /// The committed capture is exactly what this module builds.

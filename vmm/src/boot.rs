@@ -69,11 +69,16 @@ pub struct Entry {
 pub fn load_pvh(mem: &Memory, ram: u64, image: &Path, cmdline: &str) -> Result<Entry, Error> {
     let p = || image.to_owned();
     let mut file = File::open(image).map_err(|source| Error::Open { path: p(), source })?;
-    let loaded = Elf::load(mem, None, &mut file, Some(GuestAddress(layout::HIMEM_START)))
-        .map_err(|e| Error::Elf {
-            path: p(),
-            why: elf_problem(&e),
-        })?;
+    let loaded = Elf::load(
+        mem,
+        None,
+        &mut file,
+        Some(GuestAddress(layout::HIMEM_START)),
+    )
+    .map_err(|e| Error::Elf {
+        path: p(),
+        why: elf_problem(&e),
+    })?;
     let PvhBootCapability::PvhEntryPresent(entry) = loaded.pvh_boot_cap else {
         return Err(Error::NotPvh { path: p() });
     };
@@ -83,8 +88,10 @@ pub fn load_pvh(mem: &Memory, ram: u64, image: &Path, cmdline: &str) -> Result<E
         why,
     };
     let mut cl = Cmdline::new(layout::CMDLINE_MAX).map_err(|e| cmdline_err(e.to_string()))?;
-    cl.insert_str(cmdline).map_err(|e| cmdline_err(e.to_string()))?;
-    load_cmdline(mem, GuestAddress(layout::CMDLINE), &cl).map_err(|e| cmdline_err(e.to_string()))?;
+    cl.insert_str(cmdline)
+        .map_err(|e| cmdline_err(e.to_string()))?;
+    load_cmdline(mem, GuestAddress(layout::CMDLINE), &cl)
+        .map_err(|e| cmdline_err(e.to_string()))?;
 
     let memmap = [
         hvm_memmap_table_entry {

@@ -110,7 +110,8 @@ impl Bus {
                 return PioEffect::Exit(code);
             }
             p if p == HARNESS_PORT + reg::CONSOLE_ADDR => {
-                self.console_addr.store(u64::from(value(data)), Ordering::Relaxed);
+                self.console_addr
+                    .store(u64::from(value(data)), Ordering::Relaxed);
             }
             p if p == HARNESS_PORT + reg::CONSOLE_WRITE => self.console_write(value(data)),
             p if (HARNESS_PORT..HARNESS_PORT + HARNESS_LEN).contains(&p) => {

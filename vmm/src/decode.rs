@@ -119,7 +119,9 @@ mod tests {
 
     #[test]
     fn runt_and_unknown_ethertype() {
-        assert!(frame_line(0, &[1, 2, 3]).starts_with("#0000 len=3 (shorter than an Ethernet header)"));
+        assert!(
+            frame_line(0, &[1, 2, 3]).starts_with("#0000 len=3 (shorter than an Ethernet header)")
+        );
         let mut f = vec![0u8; 20];
         f[12..14].copy_from_slice(&[0x88, 0xb5]);
         assert!(frame_line(1, &f).contains(" type=0x88b5 "));

@@ -37,13 +37,7 @@ impl Harness {
     pub fn read(&self, port: u16) -> u32 {
         match port.wrapping_sub(HARNESS_PORT) {
             reg::SIGNATURE => SIGNATURE,
-            reg::STATUS => {
-                if self.net.input_drained.load(Ordering::Acquire) {
-                    status::INPUT_DRAINED
-                } else {
-                    0
-                }
-            }
+            reg::STATUS if self.net.input_drained.load(Ordering::Acquire) => status::INPUT_DRAINED,
             reg::RX_DELIVERED => self.net.rx_delivered.load(Ordering::Acquire) as u32,
             _ => 0,
         }

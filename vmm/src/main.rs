@@ -12,7 +12,11 @@ use vmm::run::{GuestArgs, Input, MachineKind, Mode, Output, RunConfig};
 const HARNESS_FAILURE: u8 = 70;
 
 #[derive(Parser)]
-#[command(name = "vlab", version, about = "A KVM test harness for virtio-net drivers and backends")]
+#[command(
+    name = "vlab",
+    version,
+    about = "A KVM test harness for virtio-net drivers and backends"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -167,7 +171,9 @@ impl RunArgs {
 }
 
 fn ring_size(s: &str) -> Result<u16, String> {
-    let n: u16 = s.parse().map_err(|_| format!("'{s}' is not a number from 1 to 32768"))?;
+    let n: u16 = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number from 1 to 32768"))?;
     if n == 0 || n > 32768 || !n.is_power_of_two() {
         return Err(format!("{n} is not a power of two from 1 to 32768"));
     }
@@ -180,7 +186,7 @@ fn run(args: &RunArgs, t0: Instant) -> anyhow::Result<u8> {
     Ok(u8::try_from(report.exit_code).unwrap_or(u8::MAX))
 }
 
-fn pcap_show(file: &PathBuf) -> anyhow::Result<u8> {
+fn pcap_show(file: &std::path::Path) -> anyhow::Result<u8> {
     let cap = device_model::pcap::read(file, usize::MAX)?;
     let text = vmm::decode::frames(cap.frames.iter().map(|f| f.data.as_slice()));
     print!("{text}");

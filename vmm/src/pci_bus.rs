@@ -122,11 +122,17 @@ impl PciBus {
     }
 
     fn refresh_routes(&mut self, slot: usize) {
-        let before: Vec<Route> = self.routes.iter().filter(|r| r.slot == slot).copied().collect();
+        let before: Vec<Route> = self
+            .routes
+            .iter()
+            .filter(|r| r.slot == slot)
+            .copied()
+            .collect();
         self.routes.retain(|r| r.slot != slot);
         for bar in lock(&self.slots[slot]).bars() {
             // Unassigned BARs, and BARs mid-sizing (all ones), are not routed.
-            if bar.kind == BarKind::Io || bar.addr == 0 || bar.addr.checked_add(bar.size).is_none() {
+            if bar.kind == BarKind::Io || bar.addr == 0 || bar.addr.checked_add(bar.size).is_none()
+            {
                 continue;
             }
             self.routes.push(Route {
@@ -136,9 +142,17 @@ impl PciBus {
                 bar: bar.index,
             });
         }
-        let after: Vec<Route> = self.routes.iter().filter(|r| r.slot == slot).copied().collect();
+        let after: Vec<Route> = self
+            .routes
+            .iter()
+            .filter(|r| r.slot == slot)
+            .copied()
+            .collect();
         if before.len() != after.len()
-            || before.iter().zip(&after).any(|(a, b)| a.start != b.start || a.bar != b.bar)
+            || before
+                .iter()
+                .zip(&after)
+                .any(|(a, b)| a.start != b.start || a.bar != b.bar)
         {
             self.routes_changed = true;
         }

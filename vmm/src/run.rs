@@ -44,7 +44,10 @@ impl MachineKind {
 pub enum Input {
     Pcap(PathBuf),
     /// `frames` generated UDP frames of `size` bytes (benchmarks).
-    Generator { frames: u64, size: usize },
+    Generator {
+        frames: u64,
+        size: usize,
+    },
     /// Whatever the guest transmits comes back to it.
     Loopback,
     None,
@@ -220,7 +223,12 @@ pub fn run(cfg: &RunConfig, t0: Instant) -> Result<RunReport, Error> {
             let cap = pcap::read(path, cfg.net.max_frame)?;
             let n = cap.frames.len();
             let stamps = Timestamps::new(cap.frames.iter().map(|f| f.ts).collect());
-            (Box::new(PcapSource::new(cap.frames)), stamps, cap.resolution, n)
+            (
+                Box::new(PcapSource::new(cap.frames)),
+                stamps,
+                cap.resolution,
+                n,
+            )
         }
         Input::Generator { frames, size } => (
             Box::new(GeneratorSource::new(*frames, *size, cfg.net.mac)),

@@ -36,14 +36,25 @@ fn files(dir: &Path) -> Vec<String> {
 fn fails_cleanly(extra: &[&str], message: &str) {
     let out_dir = tempfile::tempdir().unwrap();
     let out = out_dir.path().join("out.pcap");
-    let mut args = vec!["run", "--mode", "io", "-q", "--pcap-out", out.to_str().unwrap()];
+    let mut args = vec![
+        "run",
+        "--mode",
+        "io",
+        "-q",
+        "--pcap-out",
+        out.to_str().unwrap(),
+    ];
     args.extend_from_slice(extra);
     let o = vlab(&args);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(HARNESS_FAILURE), "stderr: {err}");
     assert!(err.contains(message), "expected {message:?} in: {err}");
     assert_eq!(err.lines().count(), 1, "one clear line: {err}");
-    assert_eq!(files(out_dir.path()), Vec::<String>::new(), "nothing half-written");
+    assert_eq!(
+        files(out_dir.path()),
+        Vec::<String>::new(),
+        "nothing half-written"
+    );
 }
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
@@ -98,7 +109,12 @@ fn io_run_forwards_a_foreign_capture_byte_exact() {
 #[test]
 fn no_kvm_device() {
     fails_cleanly(
-        &["--pcap-in", ntp_pcap().to_str().unwrap(), "--kvm-device", "/nonexistent/kvm"],
+        &[
+            "--pcap-in",
+            ntp_pcap().to_str().unwrap(),
+            "--kvm-device",
+            "/nonexistent/kvm",
+        ],
         "cannot open /nonexistent/kvm: No such file or directory",
     );
 }
@@ -109,10 +125,16 @@ fn kernel_that_is_not_an_elf() {
     let k = write(dir.path(), "kernel", &[b'x'; 200]);
     fails_cleanly(
         &["--kernel", k.to_str().unwrap()],
-        &format!("guest image {}: not an ELF file (bad magic number)", k.display()),
+        &format!(
+            "guest image {}: not an ELF file (bad magic number)",
+            k.display()
+        ),
     );
     let short = write(dir.path(), "short", b"\x7fELF");
-    fails_cleanly(&["--kernel", short.to_str().unwrap()], "too short for an ELF header");
+    fails_cleanly(
+        &["--kernel", short.to_str().unwrap()],
+        "too short for an ELF header",
+    );
 }
 
 #[test]
@@ -158,8 +180,15 @@ fn pcap_problems_name_the_file_and_the_problem() {
         "record 0 at byte 24 is truncated",
     );
 
-    let ng = write(dir.path(), "capture.pcapng", &[0x0a, 0x0d, 0x0d, 0x0a, 0x1c, 0, 0, 0]);
-    fails_cleanly(&["--pcap-in", ng.to_str().unwrap()], "this is a pcapng file");
+    let ng = write(
+        dir.path(),
+        "capture.pcapng",
+        &[0x0a, 0x0d, 0x0d, 0x0a, 0x1c, 0, 0, 0],
+    );
+    fails_cleanly(
+        &["--pcap-in", ng.to_str().unwrap()],
+        "this is a pcapng file",
+    );
 
     let mut big = pcap_header();
     record(&mut big, 60);
@@ -189,18 +218,30 @@ fn output_in_a_missing_directory() {
         "/nonexistent/dir/out.pcap",
     ]);
     assert_eq!(o.status.code(), Some(HARNESS_FAILURE));
-    assert!(stderr(&o).contains("/nonexistent/dir/out.pcap: No such file or directory"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("/nonexistent/dir/out.pcap: No such file or directory"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
 fn unknown_mode_and_bad_numbers_are_usage_errors() {
     let o = vlab(&["run", "--mode", "bogus"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("invalid value 'bogus' for '--mode <MODE>'"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("invalid value 'bogus' for '--mode <MODE>'"),
+        "{}",
+        stderr(&o)
+    );
 
     let o = vlab(&["run", "--mode", "io", "--ring", "100"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("100 is not a power of two"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("100 is not a power of two"),
+        "{}",
+        stderr(&o)
+    );
 
     let o = vlab(&["run", "--mode", "txonly"]);
     assert_eq!(o.status.code(), Some(2));
@@ -210,10 +251,21 @@ fn unknown_mode_and_bad_numbers_are_usage_errors() {
 #[test]
 fn watchdog_stops_a_guest_that_never_finishes() {
     // On a loopback the input never ends, so an rxonly guest waits forever.
-    let o = vlab(&["run", "--mode", "rxonly", "-q", "--loopback", "--timeout", "1"]);
+    let o = vlab(&[
+        "run",
+        "--mode",
+        "rxonly",
+        "-q",
+        "--loopback",
+        "--timeout",
+        "1",
+    ]);
     assert_eq!(o.status.code(), Some(HARNESS_FAILURE));
     let err = stderr(&o);
-    assert!(err.contains("the guest did not finish within 1s; stopped by the watchdog"), "{err}");
+    assert!(
+        err.contains("the guest did not finish within 1s; stopped by the watchdog"),
+        "{err}"
+    );
     assert!(err.contains("RIP"), "says where the guest was: {err}");
 }
 

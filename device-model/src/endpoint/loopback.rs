@@ -28,7 +28,11 @@ pub struct LoopbackSource {
 impl Source for LoopbackSource {
     fn peek(&mut self) -> Peek<'_> {
         if self.current.is_none() {
-            self.current = self.shared.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
+            self.current = self
+                .shared
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop_front();
         }
         match &self.current {
             Some(f) => Peek::Frame(f),

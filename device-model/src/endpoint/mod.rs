@@ -109,8 +109,14 @@ mod tests {
         let t = Timestamps::new(vec![Duration::from_secs(5), Duration::from_secs(7)]);
         assert_eq!(t.stamp(0), Duration::from_secs(5));
         assert_eq!(t.stamp(1), Duration::from_secs(7));
-        assert_eq!(t.stamp(2), Duration::from_secs(7) + Duration::from_micros(1));
-        assert_eq!(t.stamp(4), Duration::from_secs(7) + Duration::from_micros(3));
+        assert_eq!(
+            t.stamp(2),
+            Duration::from_secs(7) + Duration::from_micros(1)
+        );
+        assert_eq!(
+            t.stamp(4),
+            Duration::from_secs(7) + Duration::from_micros(3)
+        );
         let empty = Timestamps::default();
         assert_eq!(empty.stamp(0), Duration::ZERO);
         assert_eq!(empty.stamp(3), Duration::from_micros(3));

@@ -158,7 +158,11 @@ impl Datapath {
 
     fn interrupt_if_needed(&mut self, queue: u16) -> Result<(), Fatal> {
         let mem = &*self.mem;
-        let q = if queue == RX_QUEUE { &mut self.rx } else { &mut self.tx };
+        let q = if queue == RX_QUEUE {
+            &mut self.rx
+        } else {
+            &mut self.tx
+        };
         let needed = q
             .needs_notification(mem)
             .map_err(|e| Fatal(format!("queue {queue}: {e}")))?;
@@ -279,11 +283,17 @@ impl Datapath {
 }
 
 /// Copies a tx chain (header and frame) into `buf`.
-fn gather(buf: &mut Vec<u8>, mem: &Memory, chain: DescriptorChain<&Memory>) -> Result<(), ChainError> {
+fn gather(
+    buf: &mut Vec<u8>,
+    mem: &Memory,
+    chain: DescriptorChain<&Memory>,
+) -> Result<(), ChainError> {
     buf.clear();
     for desc in chain {
         if desc.is_write_only() {
-            return Err(ChainError::Malformed("write-only descriptor in a tx chain".into()));
+            return Err(ChainError::Malformed(
+                "write-only descriptor in a tx chain".into(),
+            ));
         }
         let len = desc.len() as usize;
         let start = buf.len();
@@ -293,9 +303,10 @@ fn gather(buf: &mut Vec<u8>, mem: &Memory, chain: DescriptorChain<&Memory>) -> R
             )));
         }
         buf.resize(start + len, 0);
-        mem.read_slice(&mut buf[start..], desc.addr()).map_err(|e| {
-            ChainError::Malformed(format!("buffer {:#x}+{len}: {e}", desc.addr().0))
-        })?;
+        mem.read_slice(&mut buf[start..], desc.addr())
+            .map_err(|e| {
+                ChainError::Malformed(format!("buffer {:#x}+{len}: {e}", desc.addr().0))
+            })?;
     }
     if buf.len() < NET_HDR_LEN {
         return Err(ChainError::Malformed(format!(
@@ -316,7 +327,9 @@ fn scatter(mem: &Memory, chain: DescriptorChain<&Memory>, frame: &[u8]) -> Resul
     let mut have = 0usize;
     for desc in chain.clone() {
         if !desc.is_write_only() {
-            return Err(ChainError::Malformed("device-readable descriptor in an rx chain".into()));
+            return Err(ChainError::Malformed(
+                "device-readable descriptor in an rx chain".into(),
+            ));
         }
         have += desc.len() as usize;
     }

@@ -133,7 +133,10 @@ impl NetStats {
 
     /// Why the datapath failed, if it did.
     pub fn failure(&self) -> Option<String> {
-        self.failure.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn set_failure(&self, why: String) {
@@ -216,7 +219,8 @@ impl Net {
                     .map(|s| s.to_string())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "unknown panic".into());
-                self.stats.set_failure(format!("datapath thread panicked: {msg}"));
+                self.stats
+                    .set_failure(format!("datapath thread panicked: {msg}"));
                 Err(Error::DatapathPanicked(msg))
             }
         }
@@ -258,7 +262,10 @@ impl VirtioDevice for Net {
     fn write_config(&mut self, offset: u64, data: &[u8]) {
         // The MAC is writable only through legacy drivers; a modern driver uses the control
         // queue. Everything else is read-only.
-        tracing::debug!("virtio-net: ignored {}-byte config write at {offset:#x}", data.len());
+        tracing::debug!(
+            "virtio-net: ignored {}-byte config write at {offset:#x}",
+            data.len()
+        );
     }
 
     fn config_generation(&self) -> u8 {
@@ -270,7 +277,9 @@ impl VirtioDevice for Net {
             return Err(ActivateError::AlreadyActive);
         }
         let (Some(source), Some(sink)) = (self.source.take(), self.sink.take()) else {
-            return Err(ActivateError::Datapath("the endpoint was lost earlier".into()));
+            return Err(ActivateError::Datapath(
+                "the endpoint was lost earlier".into(),
+            ));
         };
         let mut queues = a.queues.into_iter();
         let rx = queues.next().flatten();

@@ -80,7 +80,11 @@ impl Default for Config {
 #[derive(Debug, PartialEq, Eq)]
 pub enum ConfigError<'a> {
     UnknownKey(&'a str),
-    BadValue { key: &'a str, value: &'a str, why: &'static str },
+    BadValue {
+        key: &'a str,
+        value: &'a str,
+        why: &'static str,
+    },
 }
 
 impl fmt::Display for ConfigError<'_> {

@@ -38,7 +38,10 @@ pub fn run<H: Hal>(hal: &H, cmdline: &str) -> u32 {
         }
     };
     if cfg.mode == Mode::TxOnly && cfg.pkts == 0 {
-        sprintln!(hal, "vlab-pmd: bad command line: txonly needs pkts=N (N > 0)");
+        sprintln!(
+            hal,
+            "vlab-pmd: bad command line: txonly needs pkts=N (N > 0)"
+        );
         return exit::BAD_CONFIG;
     }
     sprintln!(
@@ -223,7 +226,10 @@ fn txonly_loop<'a, H: Hal>(
 fn print_stats<H: Hal>(hal: &H, port: &Port<'_, H>, fwd: &FwdStats) {
     let s = &port.stats;
     sprintln!(hal, "");
-    sprintln!(hal, "  ---------------------- Forward statistics for port 0  ----------------------");
+    sprintln!(
+        hal,
+        "  ---------------------- Forward statistics for port 0  ----------------------"
+    );
     sprintln!(
         hal,
         "  RX-packets: {:<14} RX-dropped: {:<14} RX-total: {}",
@@ -238,9 +244,15 @@ fn print_stats<H: Hal>(hal: &H, port: &Port<'_, H>, fwd: &FwdStats) {
         s.oerrors,
         s.opackets + s.oerrors
     );
-    sprintln!(hal, "  ----------------------------------------------------------------------------");
+    sprintln!(
+        hal,
+        "  ----------------------------------------------------------------------------"
+    );
     sprintln!(hal, "");
-    sprintln!(hal, "  ######################## NIC statistics for port 0  ########################");
+    sprintln!(
+        hal,
+        "  ######################## NIC statistics for port 0  ########################"
+    );
     sprintln!(
         hal,
         "  RX-packets: {:<10} RX-missed: {:<10} RX-bytes:  {}",
@@ -257,7 +269,10 @@ fn print_stats<H: Hal>(hal: &H, port: &Port<'_, H>, fwd: &FwdStats) {
         s.oerrors,
         s.obytes
     );
-    sprintln!(hal, "  ############################################################################");
+    sprintln!(
+        hal,
+        "  ############################################################################"
+    );
 }
 
 /// The application's own checks of a finished run.

@@ -42,7 +42,11 @@ pub fn build(frame: &mut [u8], src_mac: [u8; 6], seq: u64) {
     let payload = &mut frame[42..];
     let tag = seq.to_be_bytes();
     for (i, b) in payload.iter_mut().enumerate() {
-        *b = if i < 8 { tag[i] } else { (i as u8) ^ (seq as u8) };
+        *b = if i < 8 {
+            tag[i]
+        } else {
+            (i as u8) ^ (seq as u8)
+        };
     }
 }
 

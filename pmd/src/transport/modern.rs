@@ -72,7 +72,8 @@ impl<'a, H: Hal> ModernTransport<'a, H> {
         // Each configuration read costs two VM exits: read each BAR once.
         let mut bars: [Option<Bar>; 6] = [None; 6];
         let mut locate = |ty: u8| -> Result<u64, Error> {
-            let (bar, offset) = found[usize::from(ty)].ok_or(Error::MissingCapability { cfg_type: ty })?;
+            let (bar, offset) =
+                found[usize::from(ty)].ok_or(Error::MissingCapability { cfg_type: ty })?;
             let decoded = match bars.get(usize::from(bar)).copied().flatten() {
                 Some(b) => b,
                 None => {

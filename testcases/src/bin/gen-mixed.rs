@@ -6,7 +6,12 @@ use pcap_file::TsResolution;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = testcases::root();
-    for case in ["basic/io-mixed", "basic/macswap-mixed", "basic/rxonly-mixed", "basic/io-small-ring"] {
+    for case in [
+        "basic/io-mixed",
+        "basic/macswap-mixed",
+        "basic/rxonly-mixed",
+        "basic/io-small-ring",
+    ] {
         let path = root.join(case).join("in.pcap");
         let mut out = PcapOut::create(&path, TsResolution::MicroSecond)?;
         for f in testcases::mixed::frames() {

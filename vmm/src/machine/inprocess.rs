@@ -116,7 +116,8 @@ unsafe impl Hal for InProcessHal {
 
     fn mmio_write(&self, paddr: u64, width: Width, value: u64) {
         self.check_stop();
-        self.bus.mmio_write(paddr, &value.to_le_bytes()[..bytes(width)]);
+        self.bus
+            .mmio_write(paddr, &value.to_le_bytes()[..bytes(width)]);
     }
 
     fn relax(&self) {
@@ -148,16 +149,18 @@ pub fn run(board: &Board, cmdline: &str, timeout: Duration) -> Result<u32, Error
                 pmd::harness::exit(&hal, code);
             }));
             let result = match r {
-                Ok(()) => harness
-                    .exit_code()
-                    .ok_or_else(|| Error::DriverPanicked("the driver returned without an exit code".into())),
+                Ok(()) => harness.exit_code().ok_or_else(|| {
+                    Error::DriverPanicked("the driver returned without an exit code".into())
+                }),
                 Err(p) if p.is::<StopRequested>() => Err(Error::DriverPanicked("stopped".into())),
                 Err(p) => Err(Error::DriverPanicked(panic_message(&*p))),
             };
             let _ = tx.send(result);
         })
         .map_err(|e| Error::DriverPanicked(format!("spawning the driver thread: {e}")))?;
-    let r = supervise(&rx, &board.net_stats, timeout, || stop.store(true, Ordering::Relaxed));
+    let r = supervise(&rx, &board.net_stats, timeout, || {
+        stop.store(true, Ordering::Relaxed)
+    });
     if r.is_ok() || !matches!(r, Err(Error::Unresponsive(_))) {
         let _ = thread.join();
     }

@@ -26,7 +26,9 @@ fn kick_signal() -> i32 {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot open {path}: {source} (the KVM machine needs it; --machine inprocess runs without)")]
+    #[error(
+        "cannot open {path}: {source} (the KVM machine needs it; --machine inprocess runs without)"
+    )]
     Open {
         path: std::path::PathBuf,
         #[source]
@@ -51,7 +53,12 @@ pub enum Error {
         source: kvm_ioctls::Error,
     },
     #[error("stopped on request at RIP {rip:#x} (CS {cs:#x}, CR0 {cr0:#x}, EFER {efer:#x})")]
-    Stopped { rip: u64, cs: u16, cr0: u64, efer: u64 },
+    Stopped {
+        rip: u64,
+        cs: u16,
+        cr0: u64,
+        efer: u64,
+    },
 }
 
 fn ioctl(what: &'static str) -> impl Fn(kvm_ioctls::Error) -> Error {
@@ -71,8 +78,10 @@ pub fn run(
         path: kvm_device.to_owned(),
         source,
     };
-    let c_path = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(kvm_device.as_os_str()))
-        .map_err(|_| open_err(kvm_ioctls::Error::new(libc::EINVAL)))?;
+    let c_path = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(
+        kvm_device.as_os_str(),
+    ))
+    .map_err(|_| open_err(kvm_ioctls::Error::new(libc::EINVAL)))?;
     let kvm = Kvm::new_with_path(&c_path).map_err(open_err)?;
     let vm = kvm.create_vm().map_err(ioctl("create VM"))?;
     map_memory(&vm, board)?;
@@ -209,9 +218,9 @@ impl IoEvents {
         }
         let net = net.lock().unwrap_or_else(|e| e.into_inner());
         for (addr, evt) in net.notifiers() {
-            let evt = evt
-                .try_clone()
-                .map_err(|e| ioctl("clone ioeventfd")(kvm_ioctls::Error::new(e.raw_os_error().unwrap_or(0))))?;
+            let evt = evt.try_clone().map_err(|e| {
+                ioctl("clone ioeventfd")(kvm_ioctls::Error::new(e.raw_os_error().unwrap_or(0)))
+            })?;
             vm.register_ioevent(&evt, &IoEventAddress::Mmio(addr), NoDatamatch)
                 .map_err(ioctl("register ioeventfd"))?;
             self.registered.push((addr, evt));
@@ -251,14 +260,16 @@ fn vcpu_loop(
                     board.bus.pio_read(port, data);
                     Step::Continue
                 }
-                VcpuExit::IoOut(port, data) => match {
+                VcpuExit::IoOut(port, data) => {
                     tracing::trace!("exit: out {port:#x} ({} bytes)", data.len());
-                    board.bus.pio_write(port, data)
-                } {
-                    PioEffect::Exit(code) => Step::Exit(code),
-                    PioEffect::Continue if (0xcf8..=0xcff).contains(&port) => Step::PciConfigWrite,
-                    PioEffect::Continue => Step::Continue,
-                },
+                    match board.bus.pio_write(port, data) {
+                        PioEffect::Exit(code) => Step::Exit(code),
+                        PioEffect::Continue if (0xcf8..=0xcff).contains(&port) => {
+                            Step::PciConfigWrite
+                        }
+                        PioEffect::Continue => Step::Continue,
+                    }
+                }
                 VcpuExit::MmioRead(addr, data) => {
                     tracing::trace!("exit: mmio read {addr:#x} ({} bytes)", data.len());
                     board.bus.mmio_read(addr, data);

@@ -7,9 +7,9 @@ mod start_info;
 
 use core::fmt::Write as _;
 
+use platform::GuestHal;
 use pmd::harness::{self, exit};
 use pmd::sprintln;
-use platform::GuestHal;
 
 /// Ring-3 entry, called by `boot.rs` on the user stack with .bss zeroed.
 #[no_mangle]

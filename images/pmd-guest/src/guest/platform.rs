@@ -92,9 +92,15 @@ unsafe impl Hal for GuestHal {
         // SAFETY: as `pio_read`.
         unsafe {
             match width {
-                Width::U8 => asm!("out dx, al", in("dx") port, in("al") value as u8, options(nomem, nostack, preserves_flags)),
-                Width::U16 => asm!("out dx, ax", in("dx") port, in("ax") value as u16, options(nomem, nostack, preserves_flags)),
-                Width::U32 | Width::U64 => asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags)),
+                Width::U8 => {
+                    asm!("out dx, al", in("dx") port, in("al") value as u8, options(nomem, nostack, preserves_flags))
+                }
+                Width::U16 => {
+                    asm!("out dx, ax", in("dx") port, in("ax") value as u16, options(nomem, nostack, preserves_flags))
+                }
+                Width::U32 | Width::U64 => {
+                    asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags))
+                }
             }
         }
     }
@@ -105,8 +111,16 @@ unsafe impl Hal for GuestHal {
         // string) when the VMM has one, through the UART otherwise (QEMU).
         if port == SERIAL_PORT && self.harness_console() {
             for chunk in bytes.chunks(CONSOLE_MAX as usize) {
-                self.pio_write(HARNESS_PORT + reg::CONSOLE_ADDR, Width::U32, chunk.as_ptr() as u32);
-                self.pio_write(HARNESS_PORT + reg::CONSOLE_WRITE, Width::U32, chunk.len() as u32);
+                self.pio_write(
+                    HARNESS_PORT + reg::CONSOLE_ADDR,
+                    Width::U32,
+                    chunk.as_ptr() as u32,
+                );
+                self.pio_write(
+                    HARNESS_PORT + reg::CONSOLE_WRITE,
+                    Width::U32,
+                    chunk.len() as u32,
+                );
             }
             return;
         }

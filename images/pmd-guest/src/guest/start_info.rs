@@ -60,14 +60,21 @@ pub unsafe fn read(paddr: u64) -> Result<Info, &'static str> {
         // SAFETY: the VMM wrote a NUL-terminated string there; we read at most
         // MAX_CMDLINE bytes of identity-mapped RAM.
         let bytes = unsafe { core::slice::from_raw_parts(p, MAX_CMDLINE) };
-        let len = bytes.iter().position(|&b| b == 0).ok_or("command line not terminated")?;
+        let len = bytes
+            .iter()
+            .position(|&b| b == 0)
+            .ok_or("command line not terminated")?;
         core::str::from_utf8(&bytes[..len]).map_err(|_| "command line is not UTF-8")?
     };
     let image_end = core::ptr::addr_of!(__image_end) as u64;
     let mut free_end = 0;
     for i in 0..si.memmap_entries.min(128) as usize {
         // SAFETY: the VMM wrote `memmap_entries` entries at `memmap_paddr`.
-        let e = unsafe { (si.memmap_paddr as *const MemmapEntry).add(i).read_volatile() };
+        let e = unsafe {
+            (si.memmap_paddr as *const MemmapEntry)
+                .add(i)
+                .read_volatile()
+        };
         if e.type_ == E820_RAM && e.addr <= image_end && image_end < e.addr.saturating_add(e.size) {
             free_end = e.addr + e.size;
         }

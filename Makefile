@@ -1,0 +1,42 @@
+# virtio-lab. `make` sets up, builds and runs the demo case; `make test` runs every test.
+CARGO ?= cargo
+GUEST_TARGET := x86_64-unknown-none
+VLAB := target/release/vlab
+DEMO_IN := testcases/basic/io-ntp/in.pcap
+DEMO_OUT := target/demo-out.pcap
+
+.PHONY: all setup build images demo test lint bench clean
+
+all: setup build demo
+
+setup:
+	scripts/setup
+
+images:
+	$(CARGO) build --release -p pmd-guest --target $(GUEST_TARGET)
+
+build: images
+	$(CARGO) build --release -p vmm
+
+# One real case on the KVM machine: a Wireshark sample capture through the guest's PMD and
+# back, byte for byte; then the output, decoded.
+demo: build
+	$(VLAB) run --mode io --pcap-in $(DEMO_IN) --pcap-out $(DEMO_OUT)
+	$(VLAB) pcap show $(DEMO_OUT)
+
+test: setup images
+	$(CARGO) test --workspace
+	$(MAKE) lint
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p pmd-guest --release --target $(GUEST_TARGET) -- -D warnings
+
+bench:
+	scripts/setup --bench
+	$(MAKE) build
+	scripts/bench
+
+clean:
+	$(CARGO) clean
