@@ -27,6 +27,9 @@ const BUDGET: usize = 256;
 const IDLE_POLLS_BEFORE_SLEEP: u32 = 20_000;
 /// Longest sleep: bounds how late a stop request or a source that turns ready is seen.
 const SLEEP_MS: i32 = 1;
+/// Why a chain whose last descriptor still says NEXT ended: `virtio-queue` stops a walk
+/// after queue-size descriptors or at an index outside the table.
+const CHAIN_CUT: &str = "descriptor chain loops or points outside the descriptor table";
 /// Largest tx chain accepted: a 64 KiB frame and its header.
 const MAX_TX_CHAIN: usize = NET_HDR_LEN + 65_536;
 
@@ -180,11 +183,35 @@ impl Datapath {
         Ok(())
     }
 
+    /// Called when a queue yields no chain: if that is because the driver published an
+    /// available index more than a ring ahead, the device needs a reset (2.7.13.3: the
+    /// driver must not); nothing more is served until then.
+    fn check_avail_index(&mut self, queue: u16) -> Result<(), Fatal> {
+        let q = if queue == RX_QUEUE {
+            &self.rx
+        } else {
+            &self.tx
+        };
+        let idx = q
+            .avail_idx(&*self.mem, Ordering::Acquire)
+            .map_err(|e| Fatal(format!("queue {queue}: {e}")))?;
+        let ahead = idx.0.wrapping_sub(q.next_avail());
+        if ahead > q.size() {
+            self.health.fail(&format!(
+                "queue {queue}: available index {} is {ahead} entries ahead in a {}-entry ring",
+                idx.0,
+                q.size()
+            ));
+        }
+        Ok(())
+    }
+
     fn process_tx(&mut self) -> Result<usize, Fatal> {
         let mem = self.mem.clone();
         let mut done = 0;
         while done < BUDGET {
             let Some(chain) = self.tx.pop_descriptor_chain(&*mem) else {
+                self.check_avail_index(TX_QUEUE)?;
                 break;
             };
             let head = chain.head_index();
@@ -239,6 +266,7 @@ impl Datapath {
                 }
             };
             let Some(chain) = self.rx.pop_descriptor_chain(&*mem) else {
+                self.check_avail_index(RX_QUEUE)?;
                 starved = true;
                 break;
             };
@@ -289,7 +317,9 @@ fn gather(
     chain: DescriptorChain<&Memory>,
 ) -> Result<(), ChainError> {
     buf.clear();
+    let mut more = false;
     for desc in chain {
+        more = desc.has_next();
         if desc.is_write_only() {
             return Err(ChainError::Malformed(
                 "write-only descriptor in a tx chain".into(),
@@ -308,6 +338,9 @@ fn gather(
                 ChainError::Malformed(format!("buffer {:#x}+{len}: {e}", desc.addr().0))
             })?;
     }
+    if more {
+        return Err(ChainError::Malformed(CHAIN_CUT.into()));
+    }
     if buf.len() < NET_HDR_LEN {
         return Err(ChainError::Malformed(format!(
             "{} bytes is shorter than the {NET_HDR_LEN}-byte header",
@@ -325,13 +358,18 @@ fn scatter(mem: &Memory, chain: DescriptorChain<&Memory>, frame: &[u8]) -> Resul
     let need = NET_HDR_LEN + frame.len();
 
     let mut have = 0usize;
+    let mut more = false;
     for desc in chain.clone() {
+        more = desc.has_next();
         if !desc.is_write_only() {
             return Err(ChainError::Malformed(
                 "device-readable descriptor in an rx chain".into(),
             ));
         }
         have += desc.len() as usize;
+    }
+    if more {
+        return Err(ChainError::Malformed(CHAIN_CUT.into()));
     }
     if have < need {
         return Err(ChainError::TooSmall { have, need });
