@@ -102,8 +102,8 @@ struct RunArgs {
     /// txonly: number of frames to send.
     #[arg(long, default_value_t = 0, required_if_eq("mode", "txonly"))]
     pkts: u64,
-    /// txonly: frame size in bytes, without FCS (42-1518).
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(42..=1518))]
+    /// txonly: frame size in bytes, without FCS (50-1518).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(50..=1518))]
     size: u16,
     /// Generate N frames on the backend side instead of reading a pcap (benchmarks).
     #[arg(long, value_name = "N")]

@@ -40,8 +40,9 @@ impl FromStr for Mode {
     }
 }
 
-/// Smallest frame txonly builds: Ethernet + IPv4 + UDP headers.
-pub const MIN_TX_SIZE: u16 = 42;
+/// Smallest frame txonly builds: Ethernet + IPv4 + UDP headers and the 8-byte sequence
+/// number.
+pub const MIN_TX_SIZE: u16 = 50;
 /// Largest frame txonly builds: a full 1500-byte MTU frame with a VLAN tag's room.
 pub const MAX_TX_SIZE: u16 = 1518;
 
@@ -158,7 +159,7 @@ impl Config {
                         return Err(ConfigError::BadValue {
                             key,
                             value,
-                            why: "txonly frames are 42 to 1518 bytes",
+                            why: "txonly frames are 50 to 1518 bytes",
                         });
                     }
                 }

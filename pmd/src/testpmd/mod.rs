@@ -195,8 +195,7 @@ fn txonly_loop<'a, H: Hal>(
     cfg: &Config,
 ) -> FwdStats {
     let burst = usize::from(cfg.burst);
-    let size = usize::from(cfg.size);
-    let mac = port.mac();
+    let template = txonly::Template::new(usize::from(cfg.size), port.mac());
     let mut pkts: Vec<Mbuf<'a>> = Vec::with_capacity(burst);
     let mut fwd = FwdStats::default();
     let mut seq = 0u64;
@@ -207,10 +206,10 @@ fn txonly_loop<'a, H: Hal>(
                 port.tx_cleanup();
                 break;
             };
-            let Some(frame) = m.append(size) else {
+            let Some(frame) = m.append(template.len()) else {
                 break;
             };
-            txonly::build(frame, mac, seq);
+            template.fill(frame, seq);
             pkts.push(m);
             seq += 1;
         }
