@@ -7,6 +7,7 @@
 //! [`virtio::MsiSink`]. Everything a guest writes is treated as hostile: bad values are
 //! answered the way the virtio spec says, counted and logged, never with a panic.
 
+pub mod affinity;
 pub mod endpoint;
 pub mod msix;
 pub mod net;

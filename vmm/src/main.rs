@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use device_model::net::NetConfig;
 use vmm::run::{GuestArgs, Input, MachineKind, Mode, Output, RunConfig};
 
 /// Exit status when vlab itself fails (bad input, no KVM, a crashed guest, a timeout), as
@@ -120,6 +121,10 @@ struct RunArgs {
     /// Watchdog in seconds: a run that takes longer fails loudly.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     timeout: u64,
+    /// Pin the guest's thread and the backend's datapath thread to these two CPUs (both poll;
+    /// sharing a CPU they take turns). Benchmarks use it.
+    #[arg(long, value_name = "GUEST,BACKEND", value_parser = cpu_pair)]
+    cpus: Option<(usize, usize)>,
     /// Do not echo the guest's serial output.
     #[arg(long, short)]
     quiet: bool,
@@ -165,9 +170,23 @@ impl RunArgs {
             ram: self.mem << 20,
             timeout: Duration::from_secs(self.timeout),
             echo_serial: !self.quiet,
+            guest_cpu: self.cpus.map(|c| c.0),
+            net: NetConfig {
+                datapath_cpu: self.cpus.map(|c| c.1),
+                ..NetConfig::default()
+            },
             ..RunConfig::default()
         }
     }
+}
+
+fn cpu_pair(s: &str) -> Result<(usize, usize), String> {
+    let bad = || format!("'{s}' is not two CPU numbers like 0,1");
+    let (a, b) = s.split_once(',').ok_or_else(bad)?;
+    Ok((
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    ))
 }
 
 fn ring_size(s: &str) -> Result<u16, String> {

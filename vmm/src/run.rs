@@ -113,6 +113,8 @@ pub struct RunConfig {
     pub timeout: Duration,
     /// Echo the guest's serial output to stdout as it arrives.
     pub echo_serial: bool,
+    /// CPU for the guest's thread (vCPU or in-process driver); `None`: the scheduler's.
+    pub guest_cpu: Option<usize>,
 }
 
 impl Default for RunConfig {
@@ -128,6 +130,7 @@ impl Default for RunConfig {
             ram: 128 << 20,
             timeout: Duration::from_secs(60),
             echo_serial: false,
+            guest_cpu: None,
         }
     }
 }
@@ -279,8 +282,15 @@ pub fn run(cfg: &RunConfig, t0: Instant) -> Result<RunReport, Error> {
     )?;
     let cmdline = cfg.guest.cmdline();
     let result = match &kernel {
-        Some(image) => kvm::run(&board, &cfg.kvm_device, image, &cmdline, cfg.timeout),
-        None => inprocess::run(&board, &cmdline, cfg.timeout),
+        Some(image) => kvm::run(
+            &board,
+            &cfg.kvm_device,
+            image,
+            &cmdline,
+            cfg.timeout,
+            cfg.guest_cpu,
+        ),
+        None => inprocess::run(&board, &cmdline, cfg.timeout, cfg.guest_cpu),
     };
     // Stop the backend whatever happened; its sink holds the output.
     let features = board.net().driver_features();

@@ -50,6 +50,8 @@ pub struct NetConfig {
     pub max_frame: usize,
     /// Features offered to the driver.
     pub features: u64,
+    /// CPU the datapath thread runs on; `None` leaves it to the scheduler.
+    pub datapath_cpu: Option<usize>,
 }
 
 /// The Ethernet MTU's frame: 1500 bytes of payload, a 14-byte header, a VLAN tag.
@@ -65,6 +67,7 @@ impl Default for NetConfig {
                 | virtio::features::RING_EVENT_IDX
                 | features::MAC
                 | features::STATUS,
+            datapath_cpu: None,
         }
     }
 }
@@ -309,9 +312,17 @@ impl VirtioDevice for Net {
             max_frame: self.cfg.max_frame,
             scratch: Vec::with_capacity(64 * 1024),
         };
+        let cpu = self.cfg.datapath_cpu;
         let thread = std::thread::Builder::new()
             .name("vlab-net".into())
-            .spawn(move || dp.run())
+            .spawn(move || {
+                if let Some(cpu) = cpu {
+                    if let Err(e) = crate::affinity::pin_current_thread(cpu) {
+                        tracing::warn!("datapath: cannot pin to CPU {cpu}: {e}");
+                    }
+                }
+                dp.run()
+            })
             .map_err(|e| ActivateError::Datapath(e.to_string()))?;
         self.running = Some(Running { stop, thread });
         Ok(())

@@ -13,7 +13,7 @@ use device_model::virtio::Memory;
 use pmd::hal::{Dma, Hal, Width};
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
-use super::{supervise, Error};
+use super::{pin, supervise, Error};
 use crate::board::Board;
 use crate::bus::Bus;
 use crate::layout;
@@ -128,7 +128,12 @@ unsafe impl Hal for InProcessHal {
 
 /// Runs the testpmd application described by `cmdline` on a host thread against `board`.
 /// Returns the exit code the application wrote to the exit port.
-pub fn run(board: &Board, cmdline: &str, timeout: Duration) -> Result<u32, Error> {
+pub fn run(
+    board: &Board,
+    cmdline: &str,
+    timeout: Duration,
+    guest_cpu: Option<usize>,
+) -> Result<u32, Error> {
     if board.ram <= layout::INPROCESS_DMA_START {
         return Err(Error::DriverPanicked(format!(
             "the in-process machine needs more than {} MiB of RAM",
@@ -143,6 +148,7 @@ pub fn run(board: &Board, cmdline: &str, timeout: Duration) -> Result<u32, Error
     let thread = std::thread::Builder::new()
         .name("vlab-pmd".into())
         .spawn(move || {
+            pin(guest_cpu);
             let hal = InProcessHal::new(bus, mem, hal_stop);
             let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
                 let code = pmd::testpmd::run(&hal, &cmdline);

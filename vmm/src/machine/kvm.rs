@@ -14,7 +14,7 @@ use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
-use super::{inprocess::panic_message, supervise, Error as MachineError};
+use super::{inprocess::panic_message, pin, supervise, Error as MachineError};
 use crate::board::Board;
 use crate::boot::{self, Entry};
 use crate::bus::{Bus, PioEffect};
@@ -73,6 +73,7 @@ pub fn run(
     image: &std::path::Path,
     cmdline: &str,
     timeout: Duration,
+    guest_cpu: Option<usize>,
 ) -> Result<u32, MachineError> {
     let open_err = |source| Error::Open {
         path: kvm_device.to_owned(),
@@ -110,6 +111,7 @@ pub fn run(
     let thread = std::thread::Builder::new()
         .name("vlab-vcpu0".into())
         .spawn(move || {
+            pin(guest_cpu);
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 vcpu_loop(vcpu, &vm, &thread_board, &mut ioevents, &thread_stop)
             }));

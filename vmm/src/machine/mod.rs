@@ -28,6 +28,15 @@ pub enum Error {
     Unresponsive(Duration),
 }
 
+/// Pins the calling (guest) thread, if asked; a failure only costs speed, so it is logged.
+pub(crate) fn pin(cpu: Option<usize>) {
+    if let Some(cpu) = cpu {
+        if let Err(e) = device_model::affinity::pin_current_thread(cpu) {
+            tracing::warn!("cannot pin the guest thread to CPU {cpu}: {e}");
+        }
+    }
+}
+
 /// Why the supervisor asks the guest to stop.
 enum StopReason {
     Timeout,
