@@ -175,7 +175,6 @@ impl RunArgs {
                 datapath_cpu: self.cpus.map(|c| c.1),
                 ..NetConfig::default()
             },
-            ..RunConfig::default()
         }
     }
 }
