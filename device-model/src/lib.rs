@@ -13,5 +13,6 @@ pub mod msix;
 pub mod net;
 pub mod pcap;
 pub mod pci;
+pub mod used;
 pub mod virtio;
 pub mod virtio_pci;

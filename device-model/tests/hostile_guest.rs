@@ -10,7 +10,7 @@ use device_model::net::{Net, NetConfig, NetStats};
 use device_model::pcap::Frame;
 use device_model::pci::PciDevice;
 use device_model::virtio::{status, Memory, MsiMessage, MsiSink};
-use device_model::virtio_pci::{VirtioPciDevice, MODERN_BAR, NOTIFY_OFFSET};
+use device_model::virtio_pci::{Options, VirtioPciDevice, MODERN_BAR, NOTIFY_OFFSET};
 use vm_memory::{Bytes, GuestAddress};
 
 const RAM: usize = 1 << 20;
@@ -75,7 +75,8 @@ impl Rig {
             Box::new(out.clone()),
         );
         let stats = net.stats();
-        let mut dev = VirtioPciDevice::new(net, mem.clone(), Arc::new(NoMsi)).unwrap();
+        let mut dev =
+            VirtioPciDevice::new(net, mem.clone(), Arc::new(NoMsi), Options::default()).unwrap();
         // As firmware would: BAR4 at 0xd0000000.
         dev.config_write(0x20, &0xd000_0000u32.to_le_bytes());
         Self {
@@ -203,13 +204,13 @@ fn bad_queue_sizes_are_refused_and_read_back_unchanged() {
     rig.negotiate(VERSION_1);
     rig.w(0x16, 0, 2);
     let max = rig.r(0x18, 2);
-    assert_eq!(max, 1024);
+    assert_eq!(max, 256);
     rig.w(0x18, 100, 2);
-    assert_eq!(rig.r(0x18, 2), 1024, "not a power of two");
+    assert_eq!(rig.r(0x18, 2), 256, "not a power of two");
     rig.w(0x18, 2048, 2);
-    assert_eq!(rig.r(0x18, 2), 1024, "above the maximum");
+    assert_eq!(rig.r(0x18, 2), 256, "above the maximum");
     rig.w(0x18, 0, 2);
-    assert_eq!(rig.r(0x18, 2), 1024, "zero");
+    assert_eq!(rig.r(0x18, 2), 256, "zero");
     rig.w(0x18, 64, 2);
     assert_eq!(rig.r(0x18, 2), 64);
     assert_eq!(rig.dev.stats.refused_writes, 3);

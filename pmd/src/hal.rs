@@ -87,6 +87,19 @@ pub unsafe trait Hal {
         core::hint::spin_loop();
     }
 
+    /// Whether interrupts reach this driver: in a guest, whether it has a local APIC;
+    /// on a host thread, whether the machine records MSI messages for it.
+    fn interrupts_available(&self) -> bool {
+        false
+    }
+
+    /// How many interrupts with APIC vector `vector` have arrived so far (wrapping). The
+    /// driver compares counts rather than taking interrupts: it polls even for these.
+    fn interrupt_count(&self, vector: u8) -> u32 {
+        let _ = vector;
+        0
+    }
+
     /// A monotonic cycle counter, for the application's rate figures only; never for a
     /// verdict. Zero where the platform has none.
     fn cycles(&self) -> u64 {

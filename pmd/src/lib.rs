@@ -20,6 +20,7 @@ pub mod console;
 pub mod hal;
 pub mod harness;
 pub mod mbuf;
+pub mod msix;
 pub mod net;
 pub mod pci;
 pub mod testpmd;

@@ -155,6 +155,19 @@ impl<'a, H: Hal> ConfigSpace<'a, H> {
     }
 }
 
+impl<H: Hal> ConfigSpace<'_, H> {
+    /// Offset of the first capability with ID `id`.
+    pub fn find_capability(&self, id: u8) -> Result<Option<u16>, Error> {
+        let mut found = None;
+        self.for_each_capability(|ptr, cap| {
+            if cap == id && found.is_none() {
+                found = Some(ptr);
+            }
+        })?;
+        Ok(found)
+    }
+}
+
 /// Calls `f` for every function on bus 0 that answers, with its vendor and device IDs, until
 /// `f` returns `Some`.
 pub fn find_on_bus0<H: Hal, T>(

@@ -10,11 +10,12 @@ use alloc::vec::Vec;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU16, Ordering};
 
-use crate::hal::Hal;
+use crate::hal::{Dma, Hal};
 use crate::transport::QueueAddrs;
 
 pub const DESC_F_NEXT: u16 = 1;
 pub const DESC_F_WRITE: u16 = 2;
+pub const DESC_F_INDIRECT: u16 = 4;
 pub const AVAIL_F_NO_INTERRUPT: u16 = 1;
 pub const USED_F_NO_NOTIFY: u16 = 1;
 
@@ -84,6 +85,8 @@ pub struct SplitQueue {
     /// The avail index at the last notification decision.
     kicked_idx: u16,
     last_used: u16,
+    /// Indirect descriptor tables, one per ring descriptor, each `indirect_max` long.
+    indirect: Option<(Dma, u16)>,
     /// The device's used index as last read: entries up to it can be popped without
     /// another load of the shared index.
     seen_used: u16,
@@ -136,6 +139,7 @@ impl SplitQueue {
             published_idx: 0,
             kicked_idx: 0,
             last_used: 0,
+            indirect: None,
             seen_used: 0,
             event_idx,
         };
@@ -151,6 +155,20 @@ impl SplitQueue {
             );
         }
         Ok(q)
+    }
+
+    /// Gives every ring descriptor an indirect table of `max` entries
+    /// (VIRTIO_F_INDIRECT_DESC), used by [`SplitQueue::add_indirect`].
+    pub fn with_indirect<H: Hal>(mut self, hal: &H, max: u16) -> Result<Self, Error> {
+        let len = usize::from(self.size) * usize::from(max) * 16;
+        let dma = hal.dma_alloc(len, 16).ok_or(Error::NoMemory(self.size))?;
+        self.indirect = Some((dma, max));
+        Ok(self)
+    }
+
+    /// Longest chain [`SplitQueue::add_indirect`] takes (0 without indirect tables).
+    pub fn indirect_max(&self) -> u16 {
+        self.indirect.map_or(0, |(_, max)| max)
     }
 
     pub fn index(&self) -> u16 {
@@ -233,6 +251,53 @@ impl SplitQueue {
         let slot = 4 + 2 * usize::from(self.avail_idx & (self.size - 1));
         self.avail_u16(slot).store(head, Ordering::Relaxed);
         self.avail_idx = self.avail_idx.wrapping_add(1);
+        Some(head)
+    }
+
+    /// Adds a chain through the indirect table of the next free descriptor: it takes one
+    /// ring descriptor whatever its length. `None` when there is no free descriptor, no
+    /// indirect table, or the chain is longer than the table.
+    pub fn add_indirect(&mut self, bufs: &[Buf]) -> Option<u16> {
+        let (table, max) = self.indirect?;
+        let n = u16::try_from(bufs.len()).ok()?;
+        if n == 0 || n > max || self.num_free == 0 {
+            return None;
+        }
+        let head = self.free_head;
+        let offset = usize::from(head) * usize::from(max) * 16;
+        let base = table.paddr + offset as u64;
+        for (k, b) in bufs.iter().enumerate() {
+            let last = k + 1 == bufs.len();
+            let mut flags = if b.device_writes { DESC_F_WRITE } else { 0 };
+            if !last {
+                flags |= DESC_F_NEXT;
+            }
+            let d = Desc {
+                addr: b.paddr,
+                len: b.len,
+                flags,
+                next: if last { 0 } else { k as u16 + 1 },
+            };
+            // SAFETY: entry k < max of table `head` lies within the `size * max * 16` bytes
+            // of the indirect block, which the device reads only after `publish`.
+            unsafe {
+                table
+                    .vaddr
+                    .as_ptr()
+                    .add(offset + 16 * k)
+                    .cast::<Desc>()
+                    .write_volatile(d)
+            };
+        }
+        self.add(&[Buf {
+            paddr: base,
+            len: u32::from(n) * 16,
+            device_writes: false,
+        }])?;
+        // `add` wrote a plain descriptor: mark it indirect.
+        let mut d = self.read_desc(head);
+        d.flags = DESC_F_INDIRECT;
+        self.write_desc(head, d);
         Some(head)
     }
 

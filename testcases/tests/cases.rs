@@ -1,30 +1,35 @@
-//! Runs every case under testcases/ on both machines.
+//! Runs every case under testcases/ on both machines and every transport it names.
 //!
-//! For each case: the in-process machine's output must keep the promise of the case's mode
-//! and match the case's snapshot (`<case>/out.snap`, reviewed with `cargo insta review`);
-//! the KVM machine must then produce the same capture and the same guest log, byte for byte.
+//! For each case and transport: the in-process machine's run must end with the exit code the
+//! case expects, keep the promise of the case's mode, and match the case's snapshot
+//! (`<case>/out.<transport>.snap`, reviewed with `cargo insta review`); the KVM machine must
+//! then produce the same capture, the same guest log and the same exit code, byte for byte.
 //! Without /dev/kvm the KVM half fails with the reason: it is not skipped.
 //!
-//! One trial per case, so `cargo test -p testcases -- basic/io-ntp` runs one and
-//! `cargo nextest run --partition count:1/4` splits them.
+//! One trial per case and transport, so `cargo test -p testcases -- basic/io-ntp` runs one
+//! case and `cargo nextest run --partition count:1/4` splits them.
 
 use libtest_mimic::{Arguments, Failed, Trial};
 use testcases::{check_mode, discover, root, Case};
+use vmm::args::Transport;
 use vmm::run::MachineKind;
 
-fn run_case(case: &Case) -> Result<(), Failed> {
+fn run_case(case: &Case, transport: Transport) -> Result<(), Failed> {
     let input = case.input()?;
     let tmp = tempfile::tempdir()?;
 
-    let local = case.run(MachineKind::InProcess, tmp.path())?;
-    check_mode(case, &input, &local).map_err(|e| format!("in-process: {e}"))?;
-    if !local.report.passed() {
+    let local = case.run(MachineKind::InProcess, transport, tmp.path())?;
+    let want = case.spec.expect.exit;
+    if local.report.exit_code != want {
         return Err(format!(
-            "in-process guest failed (exit code {}):\n{}",
+            "in-process guest exit code {}, the case expects {want}:\n{}",
             local.report.exit_code,
             String::from_utf8_lossy(&local.report.serial)
         )
         .into());
+    }
+    if want == 0 {
+        check_mode(case, &input, &local).map_err(|e| format!("in-process: {e}"))?;
     }
     let mut settings = insta::Settings::clone_current();
     settings.set_snapshot_path(&case.dir);
@@ -32,10 +37,11 @@ fn run_case(case: &Case) -> Result<(), Failed> {
     settings.set_input_file(case.dir.join("case.toml"));
     settings.set_description(case.spec.description.trim());
     let snapshot = local.snapshot();
-    // A mismatch panics with insta's diff; libtest-mimic reports it as this case's failure.
-    settings.bind(|| insta::assert_snapshot!("out", snapshot));
+    let name = format!("out.{}", transport.name());
+    // A mismatch panics with insta's diff; libtest-mimic reports it as this trial's failure.
+    settings.bind(|| insta::assert_snapshot!(name, snapshot));
 
-    let kvm = case.run(MachineKind::Kvm, tmp.path())?;
+    let kvm = case.run(MachineKind::Kvm, transport, tmp.path())?;
     if kvm.pcap != local.pcap {
         let first = kvm
             .frames
@@ -73,7 +79,13 @@ fn main() {
     let trials = match discover(&root()) {
         Ok(cases) => cases
             .into_iter()
-            .map(|case| Trial::test(case.name.clone(), move || run_case(&case)))
+            .flat_map(|case| {
+                let case = std::sync::Arc::new(case);
+                case.spec.transports.clone().into_iter().map(move |t| {
+                    let c = case.clone();
+                    Trial::test(format!("{}::{}", c.name, t.name()), move || run_case(&c, t))
+                })
+            })
             .collect(),
         Err(e) => vec![Trial::test("discover", move || Err(e.to_string().into()))],
     };

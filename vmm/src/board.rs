@@ -1,13 +1,13 @@
 //! What both machines share: guest RAM, the buses, the serial port, the harness ports and
 //! the virtio-net PCI function with its backend.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use device_model::endpoint::{Sink, Source};
 use device_model::net::{Net, NetConfig, NetStats};
 use device_model::virtio::{Memory, MsiMessage, MsiSink};
-use device_model::virtio_pci::VirtioPciDevice;
+use device_model::virtio_pci::{Options, VirtioPciDevice};
 use vm_memory::GuestAddress;
 
 use crate::bus::Bus;
@@ -34,17 +34,41 @@ pub enum Error {
     Pci(#[from] crate::pci_bus::Error),
 }
 
-/// Counts MSI messages where nothing can deliver them (no interrupt controller: the guests
-/// here poll).
-#[derive(Debug, Default)]
+/// Counts MSI messages by vector: the in-process machine's interrupt controller. The
+/// driver thread reads the counts (`Hal::interrupt_count`) instead of taking interrupts.
+#[derive(Debug)]
 pub struct MsiCounter {
-    pub sent: AtomicU64,
+    counts: [AtomicU32; 256],
+}
+
+impl Default for MsiCounter {
+    fn default() -> Self {
+        Self {
+            counts: std::array::from_fn(|_| AtomicU32::new(0)),
+        }
+    }
+}
+
+impl MsiCounter {
+    pub fn count(&self, vector: u8) -> u32 {
+        self.counts[usize::from(vector)].load(Ordering::Acquire)
+    }
 }
 
 impl MsiSink for MsiCounter {
-    fn send(&self, _msg: MsiMessage) {
-        self.sent.fetch_add(1, Ordering::Relaxed);
+    fn send(&self, msg: MsiMessage) {
+        // x86 MSI: the vector is the low byte of the data.
+        self.counts[(msg.data & 0xff) as usize].fetch_add(1, Ordering::AcqRel);
     }
+}
+
+/// Everything a board is built from besides its endpoints and interrupt sink.
+#[derive(Clone, Debug)]
+pub struct BoardConfig {
+    /// Guest RAM in bytes.
+    pub ram: u64,
+    pub net: NetConfig,
+    pub transport: Options,
 }
 
 pub struct Board {
@@ -58,13 +82,13 @@ pub struct Board {
 
 impl Board {
     pub fn new(
-        ram: u64,
-        net_cfg: NetConfig,
+        cfg: &BoardConfig,
         source: Box<dyn Source>,
         sink: Box<dyn Sink>,
         msi: Arc<dyn MsiSink>,
         echo: Echo,
     ) -> Result<Self, Error> {
+        let ram = cfg.ram;
         if !(layout::MIN_RAM..=layout::MAX_RAM).contains(&ram) || ram % 4096 != 0 {
             return Err(Error::RamSize {
                 ram,
@@ -75,9 +99,10 @@ impl Board {
         let mem = Memory::from_ranges(&[(GuestAddress(0), ram as usize)])
             .map_err(|source| Error::Memory { ram, source })?;
         let mem = Arc::new(mem);
-        let net = Net::new(net_cfg, source, sink);
+        let net = Net::new(cfg.net.clone(), source, sink);
         let net_stats = net.stats();
-        let net = Arc::new(Mutex::new(VirtioPciDevice::new(net, mem.clone(), msi)?));
+        let net = VirtioPciDevice::new(net, mem.clone(), msi, cfg.transport)?;
+        let net = Arc::new(Mutex::new(net));
         let mut pci = PciBus::new(layout::PCI_MMIO_START, layout::PCI_MMIO_SIZE);
         pci.add(net.clone())?;
         let (uart, serial_log) = serial::uart(echo);

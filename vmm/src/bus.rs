@@ -12,7 +12,7 @@ use pmd::harness::{reg, CONSOLE_MAX, EXIT_PORT, HARNESS_LEN, HARNESS_PORT, SERIA
 use vm_memory::{Bytes, GuestAddress};
 
 use crate::harness::Harness;
-use crate::pci_bus::{PciBus, CONFIG_ADDRESS};
+use crate::pci_bus::{PciBus, CONFIG_ADDRESS, IO_WINDOW_START};
 use crate::serial::Uart;
 
 /// What a port write asks of the machine.
@@ -85,6 +85,7 @@ impl Bus {
                     *b = v.get(i).copied().unwrap_or(0);
                 }
             }
+            p if p >= IO_WINDOW_START && self.pci().bar_read(true, u64::from(p), data) => {}
             _ => {
                 data.fill(0xff);
                 self.unclaimed_access("port read", u64::from(port), data.len());
@@ -117,6 +118,7 @@ impl Bus {
             p if (HARNESS_PORT..HARNESS_PORT + HARNESS_LEN).contains(&p) => {
                 self.harness.write(p, value(data));
             }
+            p if p >= IO_WINDOW_START && self.pci().bar_write(true, u64::from(p), data) => {}
             _ => self.unclaimed_access("port write", u64::from(port), data.len()),
         }
         PioEffect::Continue
@@ -142,14 +144,14 @@ impl Bus {
     }
 
     pub fn mmio_read(&self, addr: u64, data: &mut [u8]) {
-        if !self.pci().mmio_read(addr, data) {
+        if !self.pci().bar_read(false, addr, data) {
             data.fill(0xff);
             self.unclaimed_access("MMIO read", addr, data.len());
         }
     }
 
     pub fn mmio_write(&self, addr: u64, data: &[u8]) {
-        if !self.pci().mmio_write(addr, data) {
+        if !self.pci().bar_write(false, addr, data) {
             self.unclaimed_access("MMIO write", addr, data.len());
         }
     }

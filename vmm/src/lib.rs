@@ -10,6 +10,7 @@
 //! [`run`] drives one run from a [`run::RunConfig`] to a [`run::RunReport`]; the `vlab`
 //! binary is a command line on top of it.
 
+pub mod args;
 pub mod board;
 pub mod boot;
 pub mod bus;

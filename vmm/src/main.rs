@@ -1,12 +1,13 @@
 //! `vlab`: run a virtio-net driver against virtio-lab's device model, on KVM or in-process.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use device_model::net::NetConfig;
-use vmm::run::{GuestArgs, Input, MachineKind, Mode, Output, RunConfig};
+use vmm::args::{DeviceArgs, GuestArgs};
+use vmm::run::{Input, MachineKind, Mode, Output, RunConfig};
 
 /// Exit status when vlab itself fails (bad input, no KVM, a crashed guest, a timeout), as
 /// opposed to the guest's own verdict (0 pass, 1-5 see `pmd::harness::exit`).
@@ -29,7 +30,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Boot the guest driver against the device and run one case.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Work with pcap files.
     #[command(subcommand)]
     Pcap(PcapCommand),
@@ -44,7 +45,7 @@ enum PcapCommand {
     },
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum ModeArg {
     /// Forward every received frame unchanged.
     Io,
@@ -94,18 +95,6 @@ struct RunArgs {
     /// KVM device node (for hosts that put it elsewhere, and for tests).
     #[arg(long, value_name = "PATH", default_value = "/dev/kvm")]
     kvm_device: PathBuf,
-    /// Rx and tx ring size the driver asks for (a power of two, 1-32768).
-    #[arg(long, default_value_t = 256, value_parser = ring_size)]
-    ring: u16,
-    /// Frames per rx/tx burst (1-512).
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=512))]
-    burst: u16,
-    /// txonly: number of frames to send.
-    #[arg(long, default_value_t = 0, required_if_eq("mode", "txonly"))]
-    pkts: u64,
-    /// txonly: frame size in bytes, without FCS (50-1518).
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(50..=1518))]
-    size: u16,
     /// Generate N frames on the backend side instead of reading a pcap (benchmarks).
     #[arg(long, value_name = "N")]
     gen: Option<u64>,
@@ -128,6 +117,10 @@ struct RunArgs {
     /// Do not echo the guest's serial output.
     #[arg(long, short)]
     quiet: bool,
+    #[command(flatten, next_help_heading = "Guest port setup")]
+    guest: GuestArgs,
+    #[command(flatten, next_help_heading = "Device")]
+    device: DeviceArgs,
 }
 
 impl RunArgs {
@@ -151,30 +144,23 @@ impl RunArgs {
                 MachineArg::Kvm => MachineKind::Kvm,
                 MachineArg::Inprocess => MachineKind::InProcess,
             },
+            mode: match self.mode {
+                ModeArg::Io => Mode::Io,
+                ModeArg::Macswap => Mode::MacSwap,
+                ModeArg::Rxonly => Mode::RxOnly,
+                ModeArg::Txonly => Mode::TxOnly,
+            },
+            guest: self.guest.clone(),
+            device: self.device.clone(),
             kernel: self.kernel.clone(),
             kvm_device: self.kvm_device.clone(),
             input,
             output,
-            guest: GuestArgs {
-                mode: match self.mode {
-                    ModeArg::Io => Mode::Io,
-                    ModeArg::Macswap => Mode::MacSwap,
-                    ModeArg::Rxonly => Mode::RxOnly,
-                    ModeArg::Txonly => Mode::TxOnly,
-                },
-                burst: self.burst,
-                ring: self.ring,
-                pkts: self.pkts,
-                size: self.size,
-            },
             ram: self.mem << 20,
             timeout: Duration::from_secs(self.timeout),
             echo_serial: !self.quiet,
             guest_cpu: self.cpus.map(|c| c.0),
-            net: NetConfig {
-                datapath_cpu: self.cpus.map(|c| c.1),
-                ..NetConfig::default()
-            },
+            datapath_cpu: self.cpus.map(|c| c.1),
         }
     }
 }
@@ -188,32 +174,34 @@ fn cpu_pair(s: &str) -> Result<(usize, usize), String> {
     ))
 }
 
-fn ring_size(s: &str) -> Result<u16, String> {
-    let n: u16 = s
-        .parse()
-        .map_err(|_| format!("'{s}' is not a number from 1 to 32768"))?;
-    if n == 0 || n > 32768 || !n.is_power_of_two() {
-        return Err(format!("{n} is not a power of two from 1 to 32768"));
-    }
-    Ok(n)
-}
-
 fn run(args: &RunArgs, t0: Instant) -> anyhow::Result<u8> {
     let report = vmm::run::run(&args.config(), t0)?;
-    println!("{}", report.summary());
+    // A closed stdout (`| head`) must not turn a finished run into a panic.
+    let _ = writeln!(std::io::stdout(), "{}", report.summary());
     Ok(u8::try_from(report.exit_code).unwrap_or(u8::MAX))
 }
 
 fn pcap_show(file: &std::path::Path) -> anyhow::Result<u8> {
     let cap = device_model::pcap::read(file, usize::MAX)?;
     let text = vmm::decode::frames(cap.frames.iter().map(|f| f.data.as_slice()));
-    print!("{text}");
+    let _ = std::io::stdout().write_all(text.as_bytes());
     Ok(0)
 }
 
 fn main() -> ExitCode {
     let t0 = Instant::now();
     let cli = Cli::parse();
+    if let Command::Run(args) = &cli.command {
+        if args.mode == ModeArg::Txonly && args.guest.pkts.unwrap_or(0) == 0 {
+            use clap::CommandFactory;
+            Cli::command()
+                .error(
+                    clap::error::ErrorKind::MissingRequiredArgument,
+                    "--mode txonly needs --pkts N (N > 0)",
+                )
+                .exit();
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
         .with_writer(std::io::stderr)

@@ -8,6 +8,9 @@ use device_model::pci::{BarKind, PciConfig, PciDevice, PciIds};
 
 pub const CONFIG_ADDRESS: u16 = 0xcf8;
 pub const CONFIG_DATA: u16 = 0xcfc;
+/// Where I/O BARs go (legacy virtio interfaces): the top of the port space, as on a PC.
+pub const IO_WINDOW_START: u16 = 0xc000;
+pub const IO_WINDOW_END: u32 = 0x1_0000;
 
 /// A PCI function on the bus, shared with whoever else needs it (the VMM keeps the
 /// virtio-net function to shut its backend down).
@@ -15,6 +18,7 @@ pub type SharedDevice = Arc<Mutex<dyn PciDevice>>;
 
 #[derive(Clone, Copy, Debug)]
 struct Route {
+    io: bool,
     start: u64,
     len: u64,
     slot: usize,
@@ -27,6 +31,8 @@ pub enum Error {
     Full,
     #[error("no room for a {size:#x}-byte BAR in the PCI MMIO window")]
     WindowFull { size: u64 },
+    #[error("no room for a {size:#x}-byte I/O BAR in the PCI I/O window")]
+    IoWindowFull { size: u64 },
 }
 
 /// The PCI host bridge at 00:00.0, so the bus looks like a real one to a guest.
@@ -54,6 +60,7 @@ pub struct PciBus {
     routes: Vec<Route>,
     next_mmio: u64,
     mmio_end: u64,
+    next_io: u32,
     routes_changed: bool,
 }
 
@@ -81,6 +88,7 @@ impl PciBus {
             routes: Vec::new(),
             next_mmio: mmio_start,
             mmio_end: mmio_start + mmio_size,
+            next_io: u32::from(IO_WINDOW_START),
             routes_changed: false,
         }
     }
@@ -95,7 +103,15 @@ impl PciBus {
         {
             let mut d = lock(&dev);
             for bar in d.bars() {
+                let off = 0x10 + 4 * u16::from(bar.index);
                 if bar.kind == BarKind::Io {
+                    let size = bar.size as u32;
+                    let addr = (self.next_io + size - 1) & !(size - 1);
+                    if addr + size > IO_WINDOW_END {
+                        return Err(Error::IoWindowFull { size: bar.size });
+                    }
+                    self.next_io = addr + size;
+                    d.config_write(off, &addr.to_le_bytes());
                     continue;
                 }
                 let addr = (self.next_mmio + bar.size - 1) & !(bar.size - 1);
@@ -103,7 +119,6 @@ impl PciBus {
                     return Err(Error::WindowFull { size: bar.size });
                 }
                 self.next_mmio = addr + bar.size;
-                let off = 0x10 + 4 * u16::from(bar.index);
                 d.config_write(off, &(addr as u32).to_le_bytes());
                 if bar.kind == BarKind::Mem64 {
                     d.config_write(off + 4, &((addr >> 32) as u32).to_le_bytes());
@@ -130,12 +145,18 @@ impl PciBus {
             .collect();
         self.routes.retain(|r| r.slot != slot);
         for bar in lock(&self.slots[slot]).bars() {
+            let io = bar.kind == BarKind::Io;
+            let limit = if io {
+                u64::from(IO_WINDOW_END)
+            } else {
+                u64::MAX
+            };
             // Unassigned BARs, and BARs mid-sizing (all ones), are not routed.
-            if bar.kind == BarKind::Io || bar.addr == 0 || bar.addr.checked_add(bar.size).is_none()
-            {
+            if bar.addr == 0 || bar.addr.checked_add(bar.size).is_none_or(|end| end > limit) {
                 continue;
             }
             self.routes.push(Route {
+                io,
                 start: bar.addr,
                 len: bar.size,
                 slot,
@@ -209,25 +230,25 @@ impl PciBus {
         }
     }
 
-    fn route(&self, addr: u64) -> Option<(Route, u64)> {
+    fn route(&self, io: bool, addr: u64) -> Option<(Route, u64)> {
         self.routes
             .iter()
-            .find(|r| addr >= r.start && addr - r.start < r.len)
+            .find(|r| r.io == io && addr >= r.start && addr - r.start < r.len)
             .map(|r| (*r, addr - r.start))
     }
 
-    /// Returns `false` when no BAR covers `addr`.
-    pub fn mmio_read(&self, addr: u64, data: &mut [u8]) -> bool {
-        let Some((r, off)) = self.route(addr) else {
+    /// Reads a memory (`io` false) or I/O BAR. Returns `false` when no BAR covers `addr`.
+    pub fn bar_read(&self, io: bool, addr: u64, data: &mut [u8]) -> bool {
+        let Some((r, off)) = self.route(io, addr) else {
             return false;
         };
         lock(&self.slots[r.slot]).bar_read(r.bar, off, data);
         true
     }
 
-    /// Returns `false` when no BAR covers `addr`.
-    pub fn mmio_write(&self, addr: u64, data: &[u8]) -> bool {
-        let Some((r, off)) = self.route(addr) else {
+    /// Writes a memory or I/O BAR. Returns `false` when no BAR covers `addr`.
+    pub fn bar_write(&self, io: bool, addr: u64, data: &[u8]) -> bool {
+        let Some((r, off)) = self.route(io, addr) else {
             return false;
         };
         lock(&self.slots[r.slot]).bar_write(r.bar, off, data);

@@ -17,7 +17,8 @@ use pcap_file::TsResolution;
 use pmd::harness::event;
 pub use pmd::testpmd::Mode;
 
-use crate::board::{self, Board, MsiCounter};
+use crate::args::{DeviceArgs, GuestArgs};
+use crate::board::{self, Board, BoardConfig, MsiCounter};
 use crate::machine::{self, inprocess, kvm};
 use crate::serial::Echo;
 
@@ -60,53 +61,21 @@ pub enum Output {
     Discard,
 }
 
-/// The guest application's settings (its command line).
-#[derive(Clone, Debug)]
-pub struct GuestArgs {
-    pub mode: Mode,
-    pub burst: u16,
-    pub ring: u16,
-    pub pkts: u64,
-    pub size: u16,
-}
-
-impl Default for GuestArgs {
-    fn default() -> Self {
-        Self {
-            mode: Mode::Io,
-            burst: 32,
-            ring: 256,
-            pkts: 0,
-            size: 64,
-        }
-    }
-}
-
-impl GuestArgs {
-    /// The kernel command line the guest application parses.
-    pub fn cmdline(&self) -> String {
-        format!(
-            "mode={} burst={} ring={} pkts={} size={}",
-            self.mode.name(),
-            self.burst,
-            self.ring,
-            self.pkts,
-            self.size
-        )
-    }
-}
-
 #[derive(Clone, Debug)]
 pub struct RunConfig {
     pub machine: MachineKind,
+    /// What the guest application does with frames.
+    pub mode: Mode,
+    /// The guest application's port setup.
+    pub guest: GuestArgs,
+    /// The device as the host presents it.
+    pub device: DeviceArgs,
     /// Guest image for the KVM machine; `None` picks the built `pmd-guest`.
     pub kernel: Option<PathBuf>,
     /// The KVM device node.
     pub kvm_device: PathBuf,
     pub input: Input,
     pub output: Output,
-    pub guest: GuestArgs,
-    pub net: NetConfig,
     /// Guest RAM in bytes.
     pub ram: u64,
     /// Watchdog: a run that takes longer fails.
@@ -115,22 +84,26 @@ pub struct RunConfig {
     pub echo_serial: bool,
     /// CPU for the guest's thread (vCPU or in-process driver); `None`: the scheduler's.
     pub guest_cpu: Option<usize>,
+    /// CPU for the backend's datapath thread.
+    pub datapath_cpu: Option<usize>,
 }
 
 impl Default for RunConfig {
     fn default() -> Self {
         Self {
             machine: MachineKind::Kvm,
+            mode: Mode::Io,
+            guest: GuestArgs::default(),
+            device: DeviceArgs::default(),
             kernel: None,
             kvm_device: PathBuf::from("/dev/kvm"),
             input: Input::None,
             output: Output::Discard,
-            guest: GuestArgs::default(),
-            net: NetConfig::default(),
             ram: 128 << 20,
             timeout: Duration::from_secs(60),
             echo_serial: false,
             guest_cpu: None,
+            datapath_cpu: None,
         }
     }
 }
@@ -216,14 +189,35 @@ pub enum Error {
     Output(#[from] endpoint::SinkError),
     #[error("--loopback cannot be combined with --pcap-out")]
     LoopbackWithOutput,
+    #[error(transparent)]
+    Device(#[from] crate::args::Error),
+}
+
+impl RunConfig {
+    /// The guest application's command line.
+    pub fn cmdline(&self) -> String {
+        let mut words = vec![format!("mode={}", self.mode.name())];
+        words.extend(self.guest.cmdline_words());
+        words.join(" ")
+    }
+
+    /// Whether the KVM machine needs an interrupt controller: only link-state interrupts
+    /// use one, and it costs milliseconds to create.
+    pub fn needs_interrupts(&self) -> bool {
+        self.guest.wants_interrupts() || self.device.link_flap.is_some()
+    }
 }
 
 /// Runs `cfg` to completion. `t0` is when the caller started (link-up is measured from it).
 pub fn run(cfg: &RunConfig, t0: Instant) -> Result<RunReport, Error> {
+    let (net, transport) = cfg.device.apply(NetConfig {
+        datapath_cpu: cfg.datapath_cpu,
+        ..NetConfig::default()
+    })?;
     // Inputs first: nothing is created until they are known to be good.
     let (source, stamps, resolution, input_frames): (Box<dyn Source>, _, _, _) = match &cfg.input {
         Input::Pcap(path) => {
-            let cap = pcap::read(path, cfg.net.max_frame)?;
+            let cap = pcap::read(path, net.max_frame)?;
             let n = cap.frames.len();
             let stamps = Timestamps::new(cap.frames.iter().map(|f| f.ts).collect());
             (
@@ -234,7 +228,7 @@ pub fn run(cfg: &RunConfig, t0: Instant) -> Result<RunReport, Error> {
             )
         }
         Input::Generator { frames, size } => (
-            Box::new(GeneratorSource::new(*frames, *size, cfg.net.mac)),
+            Box::new(GeneratorSource::new(*frames, *size, net.mac)),
             Timestamps::default(),
             TsResolution::MicroSecond,
             *frames as usize,
@@ -272,25 +266,26 @@ pub fn run(cfg: &RunConfig, t0: Instant) -> Result<RunReport, Error> {
     } else {
         Echo::None
     };
-    let board = Board::new(
-        cfg.ram,
-        cfg.net.clone(),
-        source,
-        sink,
-        Arc::new(MsiCounter::default()),
-        echo,
-    )?;
-    let cmdline = cfg.guest.cmdline();
-    let result = match &kernel {
-        Some(image) => kvm::run(
-            &board,
-            &cfg.kvm_device,
-            image,
-            &cmdline,
-            cfg.timeout,
-            cfg.guest_cpu,
-        ),
-        None => inprocess::run(&board, &cmdline, cfg.timeout, cfg.guest_cpu),
+    let board_cfg = BoardConfig {
+        ram: cfg.ram,
+        net,
+        transport,
+    };
+    let cmdline = cfg.cmdline();
+    let (board, result) = match &kernel {
+        Some(image) => {
+            let vm = kvm::KvmVm::new(&cfg.kvm_device, cfg.needs_interrupts())
+                .map_err(machine::Error::from)?;
+            let board = Board::new(&board_cfg, source, sink, vm.msi_sink(), echo)?;
+            let r = vm.run(&board, image, &cmdline, cfg.timeout, cfg.guest_cpu);
+            (board, r)
+        }
+        None => {
+            let irq = Arc::new(MsiCounter::default());
+            let board = Board::new(&board_cfg, source, sink, irq.clone(), echo)?;
+            let r = inprocess::run(&board, irq, &cmdline, cfg.timeout, cfg.guest_cpu);
+            (board, r)
+        }
     };
     // Stop the backend whatever happened; its sink holds the output.
     let features = board.net().driver_features();

@@ -1,52 +1,75 @@
-//! The rust backend's datapath: one thread serving the rx and tx queues of a virtio-net
-//! device from a [`Source`] and into a [`Sink`].
+//! The rust backend's datapath: one thread serving the rx, tx and control queues of a
+//! virtio-net device from a [`Source`] and into a [`Sink`].
 //!
 //! It polls while there is work and suppresses the driver's notifications meanwhile, so a
 //! busy run has no notification exits at all; after a stretch of idle polls it re-enables
-//! notifications and sleeps on the queues' kick eventfds.
+//! notifications and sleeps on the queues' kick eventfds. Used entries are published once
+//! per batch ([`UsedBatch`]), which also makes a frame spread over mergeable buffers appear
+//! at once.
 //!
 //! Every descriptor is guest input. Addresses are checked by `vm-memory` (nothing outside
-//! guest RAM is touched), chain length and loops by `virtio-queue`, sizes and directions
-//! here; a bad chain is returned unused or empty and counted, never trusted.
+//! guest RAM is touched), chain length and loops by `virtio-queue` and here; a bad chain is
+//! returned unused or empty and counted, never trusted.
 
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::{NetStats, NET_HDR_LEN, RX_QUEUE, TX_QUEUE};
+use super::ctrl::{self, Effect};
+use super::filter::RxFilter;
+use super::{
+    features, hdr_len, LinkFlap, NetConfig, NetShared, NetStats, CTRL_QUEUE, RX_QUEUE, TX_QUEUE,
+};
 use crate::endpoint::{Peek, Sink, Source};
-use crate::virtio::{Health, Interrupt, Memory};
+use crate::used::UsedBatch;
+use crate::virtio::{ActiveQueue, Health, Interrupt, Memory};
 
-/// Chains served per queue before looking at the other queue.
+/// Chains served per queue before looking at the other queues.
 const BUDGET: usize = 256;
 /// Empty polls before the datapath enables notifications and sleeps.
 const IDLE_POLLS_BEFORE_SLEEP: u32 = 20_000;
-/// Longest sleep: bounds how late a stop request or a source that turns ready is seen.
+/// Longest sleep: bounds how late a stop request, a link flap or a source that turns ready
+/// is seen.
 const SLEEP_MS: i32 = 1;
+/// Largest tx chain accepted: a 64 KiB frame and its header.
+const MAX_TX_CHAIN: usize = 12 + 65_536;
+/// Largest control command accepted (a MAC table of a few hundred entries).
+const MAX_CTRL: usize = 8192;
 /// Why a chain whose last descriptor still says NEXT ended: `virtio-queue` stops a walk
 /// after queue-size descriptors or at an index outside the table.
 const CHAIN_CUT: &str = "descriptor chain loops or points outside the descriptor table";
-/// Largest tx chain accepted: a 64 KiB frame and its header.
-const MAX_TX_CHAIN: usize = NET_HDR_LEN + 65_536;
 
 pub(super) struct Datapath {
-    pub mem: Arc<Memory>,
-    pub rx: Queue,
-    pub rx_kick: EventFd,
-    pub tx: Queue,
-    pub tx_kick: EventFd,
-    pub interrupt: Arc<dyn Interrupt>,
-    pub health: Arc<Health>,
-    pub source: Box<dyn Source>,
-    pub sink: Box<dyn Sink>,
-    pub stats: Arc<NetStats>,
-    pub stop: Arc<AtomicBool>,
-    pub max_frame: usize,
-    pub scratch: Vec<u8>,
+    mem: Arc<Memory>,
+    features: u64,
+    hdr_len: usize,
+    mrg: bool,
+    rx: Queue,
+    rx_kick: EventFd,
+    tx: Queue,
+    tx_kick: EventFd,
+    ctrl: Option<(Queue, EventFd)>,
+    interrupt: Arc<dyn Interrupt>,
+    health: Arc<Health>,
+    source: Box<dyn Source>,
+    sink: Box<dyn Sink>,
+    stats: Arc<NetStats>,
+    shared: Arc<NetShared>,
+    stop: Arc<AtomicBool>,
+    max_frame: usize,
+    filter: RxFilter,
+    link_flap: Option<LinkFlap>,
+    link_down_since: Option<Instant>,
+    delivered: u64,
+    /// Reused buffers: a tx chain's bytes, an rx frame's buffers.
+    scratch: Vec<u8>,
+    rx_bufs: Vec<RxBuf>,
+    rx_descs: Vec<(GuestAddress, u32)>,
 }
 
 /// What the thread hands back when stopped.
@@ -55,18 +78,69 @@ pub(super) struct DatapathEnd {
     pub sink: Box<dyn Sink>,
 }
 
-/// Why a chain was not used as the driver meant it.
-#[derive(Debug)]
-enum ChainError {
-    Malformed(String),
-    TooSmall { have: usize, need: usize },
+/// A device-writable buffer chain: its head and its descriptors in `rx_descs`.
+#[derive(Clone, Copy)]
+struct RxBuf {
+    head: u16,
+    descs: (usize, usize),
+    capacity: usize,
 }
 
 /// The datapath cannot go on (the rings themselves are unreachable, or the sink failed).
 #[derive(Debug)]
 struct Fatal(String);
 
+impl From<crate::used::Error> for Fatal {
+    fn from(e: crate::used::Error) -> Self {
+        Fatal(e.to_string())
+    }
+}
+
 impl Datapath {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        mem: Arc<Memory>,
+        negotiated: u64,
+        rx: ActiveQueue,
+        tx: ActiveQueue,
+        ctrl: Option<ActiveQueue>,
+        interrupt: Arc<dyn Interrupt>,
+        health: Arc<Health>,
+        source: Box<dyn Source>,
+        sink: Box<dyn Sink>,
+        stats: Arc<NetStats>,
+        shared: Arc<NetShared>,
+        stop: Arc<AtomicBool>,
+        cfg: &NetConfig,
+    ) -> Self {
+        Self {
+            mem,
+            features: negotiated,
+            hdr_len: hdr_len(negotiated),
+            mrg: negotiated & features::MRG_RXBUF != 0,
+            rx: rx.queue,
+            rx_kick: rx.kick,
+            tx: tx.queue,
+            tx_kick: tx.kick,
+            ctrl: ctrl.map(|c| (c.queue, c.kick)),
+            interrupt,
+            health,
+            source,
+            sink,
+            stats,
+            shared,
+            stop,
+            max_frame: cfg.max_frame,
+            filter: RxFilter::new(negotiated & features::CTRL_VLAN != 0),
+            link_flap: cfg.link_flap,
+            link_down_since: None,
+            delivered: 0,
+            scratch: Vec::with_capacity(64 * 1024),
+            rx_bufs: Vec::new(),
+            rx_descs: Vec::new(),
+        }
+    }
+
     pub fn run(mut self) -> DatapathEnd {
         if let Err(Fatal(why)) = self.serve() {
             tracing::error!("virtio-net datapath stopped: {why}");
@@ -78,6 +152,12 @@ impl Datapath {
         }
     }
 
+    fn queues(&mut self) -> impl Iterator<Item = (&'static str, &mut Queue)> {
+        [("rx", &mut self.rx), ("tx", &mut self.tx)]
+            .into_iter()
+            .chain(self.ctrl.as_mut().map(|(q, _)| ("ctrl", q)))
+    }
+
     fn serve(&mut self) -> Result<(), Fatal> {
         self.set_notifications(false)?;
         let mut idle = 0u32;
@@ -87,9 +167,10 @@ impl Datapath {
                 self.sleep()?;
                 continue;
             }
-            let tx = self.process_tx()?;
+            self.flap_link();
+            let work = self.process_ctrl()? + self.process_tx()?;
             let (rx, rx_starved) = self.process_rx()?;
-            if tx + rx > 0 {
+            if work + rx > 0 {
                 idle = 0;
                 continue;
             }
@@ -100,17 +181,18 @@ impl Datapath {
             }
             idle = 0;
             // Ask for kicks, then look once more: the driver may have added buffers between
-            // the last poll and the request.
-            let tx_pending = self
-                .tx
-                .enable_notification(&*self.mem)
-                .map_err(|e| Fatal(format!("tx queue: {e}")))?;
-            let rx_pending = rx_starved
-                && self
-                    .rx
-                    .enable_notification(&*self.mem)
-                    .map_err(|e| Fatal(format!("rx queue: {e}")))?;
-            if !tx_pending && !rx_pending {
+            // the last poll and the request. Rx kicks matter only when rx is out of buffers.
+            let mut pending = false;
+            let mem = self.mem.clone();
+            for (name, q) in self.queues() {
+                if name == "rx" && !rx_starved {
+                    continue;
+                }
+                pending |= q
+                    .enable_notification(&*mem)
+                    .map_err(|e| Fatal(format!("{name} queue: {e}")))?;
+            }
+            if !pending {
                 self.sleep()?;
             }
             self.set_notifications(false)?;
@@ -119,33 +201,33 @@ impl Datapath {
     }
 
     fn set_notifications(&mut self, enable: bool) -> Result<(), Fatal> {
-        let mem = &*self.mem;
-        for (name, q) in [("rx", &mut self.rx), ("tx", &mut self.tx)] {
+        let mem = self.mem.clone();
+        for (name, q) in self.queues() {
             let r = if enable {
-                q.enable_notification(mem).map(|_| ())
+                q.enable_notification(&*mem).map(|_| ())
             } else {
-                q.disable_notification(mem)
+                q.disable_notification(&*mem)
             };
             r.map_err(|e| Fatal(format!("{name} queue: {e}")))?;
         }
         Ok(())
     }
 
-    /// Waits for a kick on either queue, at most [`SLEEP_MS`].
+    /// Waits for a kick on any queue, at most [`SLEEP_MS`], and counts the kicks.
     fn sleep(&mut self) -> Result<(), Fatal> {
-        let mut fds = [
-            libc::pollfd {
-                fd: self.rx_kick.as_raw_fd(),
+        let mut kicks = vec![&self.rx_kick, &self.tx_kick];
+        if let Some((_, k)) = &self.ctrl {
+            kicks.push(k);
+        }
+        let mut fds: Vec<libc::pollfd> = kicks
+            .iter()
+            .map(|k| libc::pollfd {
+                fd: k.as_raw_fd(),
                 events: libc::POLLIN,
                 revents: 0,
-            },
-            libc::pollfd {
-                fd: self.tx_kick.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: `fds` is a valid array of two pollfd structures for the whole call.
+            })
+            .collect();
+        // SAFETY: `fds` is a valid array of `fds.len()` pollfd structures for the call.
         let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, SLEEP_MS) };
         if r < 0 {
             let e = std::io::Error::last_os_error();
@@ -153,45 +235,45 @@ impl Datapath {
                 return Err(Fatal(format!("waiting for queue kicks: {e}")));
             }
         }
-        // Consume the counts; the eventfds are non-blocking, so EAGAIN just means no kick.
-        let _ = self.rx_kick.read();
-        let _ = self.tx_kick.read();
+        // The eventfds are non-blocking: EAGAIN just means no kick.
+        for (i, k) in kicks.iter().enumerate() {
+            if let Ok(n) = k.read() {
+                self.stats.kicks[i].fetch_add(n, Ordering::Relaxed);
+            }
+        }
         Ok(())
     }
 
-    fn interrupt_if_needed(&mut self, queue: u16) -> Result<(), Fatal> {
-        let mem = &*self.mem;
-        let q = if queue == RX_QUEUE {
-            &mut self.rx
-        } else {
-            &mut self.tx
+    /// The host's link flap: down after `after` frames, up again `down_for` later.
+    fn flap_link(&mut self) {
+        let Some(flap) = self.link_flap else {
+            return;
         };
-        let needed = q
-            .needs_notification(mem)
-            .map_err(|e| Fatal(format!("queue {queue}: {e}")))?;
-        // virtio-queue does not look at VRING_AVAIL_F_NO_INTERRUPT; without EVENT_IDX that
-        // flag is how a polling driver declines interrupts.
-        let declined = !q.event_idx_enabled()
-            && mem
-                .load::<u16>(GuestAddress(q.avail_ring()), Ordering::Acquire)
-                .map(|flags| u16::from_le(flags) & 1 != 0)
-                .unwrap_or(false);
-        if needed && !declined {
-            self.stats.interrupts.fetch_add(1, Ordering::Relaxed);
-            self.interrupt.queue(queue);
+        match self.link_down_since {
+            None if self.delivered >= flap.after => {
+                tracing::info!("link down after {} frames", self.delivered);
+                self.shared.set_link(false);
+                self.link_down_since = Some(Instant::now());
+            }
+            Some(since) if since.elapsed() >= flap.down_for => {
+                tracing::info!("link up");
+                self.shared.set_link(true);
+                // One flap per run.
+                self.link_flap = None;
+            }
+            _ => {}
         }
-        Ok(())
+    }
+
+    fn interrupt(&self, queue: u16) {
+        self.stats.interrupts.fetch_add(1, Ordering::Relaxed);
+        self.interrupt.queue(queue);
     }
 
     /// Called when a queue yields no chain: if that is because the driver published an
     /// available index more than a ring ahead, the device needs a reset (2.7.13.3: the
     /// driver must not); nothing more is served until then.
-    fn check_avail_index(&mut self, queue: u16) -> Result<(), Fatal> {
-        let q = if queue == RX_QUEUE {
-            &self.rx
-        } else {
-            &self.tx
-        };
+    fn check_avail_index(&self, q: &Queue, queue: u16) -> Result<(), Fatal> {
         let idx = q
             .avail_idx(&*self.mem, Ordering::Acquire)
             .map_err(|e| Fatal(format!("queue {queue}: {e}")))?;
@@ -208,16 +290,21 @@ impl Datapath {
 
     fn process_tx(&mut self) -> Result<usize, Fatal> {
         let mem = self.mem.clone();
-        let mut done = 0;
-        while done < BUDGET {
+        let mut used = UsedBatch::new(&self.tx);
+        while usize::from(used.len()) < BUDGET {
             let Some(chain) = self.tx.pop_descriptor_chain(&*mem) else {
-                self.check_avail_index(TX_QUEUE)?;
+                self.check_avail_index(&self.tx, TX_QUEUE)?;
                 break;
             };
             let head = chain.head_index();
-            match gather(&mut self.scratch, &mem, chain) {
+            match gather(&mut self.scratch, &mem, chain, self.hdr_len) {
                 Ok(()) => {
-                    let frame = &self.scratch[NET_HDR_LEN..];
+                    let frame = &self.scratch[self.hdr_len..];
+                    if !self.shared.link_up() {
+                        self.stats
+                            .tx_while_link_down
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
                     if frame.len() > self.max_frame {
                         self.stats.tx_dropped.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!("tx: dropped a {}-byte frame", frame.len());
@@ -231,82 +318,294 @@ impl Datapath {
                             .fetch_add(frame.len() as u64, Ordering::Relaxed);
                     }
                 }
-                Err(e) => {
+                Err(why) => {
                     self.stats.tx_malformed.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!("tx chain {head}: {e:?}");
+                    tracing::warn!("tx chain {head}: {why}");
                 }
             }
             // The used length of a tx chain is 0: the device wrote nothing (2.7.8).
-            self.tx
-                .add_used(&*mem, head, 0)
-                .map_err(|e| Fatal(format!("tx used ring: {e}")))?;
-            done += 1;
+            used.push(&self.tx, &mem, head, 0)?;
         }
-        if done > 0 {
-            self.interrupt_if_needed(TX_QUEUE)?;
+        let n = usize::from(used.len());
+        if used.publish(&mut self.tx, &mem)? {
+            self.interrupt(TX_QUEUE);
         }
-        Ok(done)
+        Ok(n)
     }
 
-    /// Returns the frames delivered and whether the driver ran out of rx buffers.
+    fn process_ctrl(&mut self) -> Result<usize, Fatal> {
+        let Some((mut q, kick)) = self.ctrl.take() else {
+            return Ok(0);
+        };
+        let r = self.serve_ctrl(&mut q);
+        self.ctrl = Some((q, kick));
+        r
+    }
+
+    fn serve_ctrl(&mut self, q: &mut Queue) -> Result<usize, Fatal> {
+        let mem = self.mem.clone();
+        let mut used = UsedBatch::new(q);
+        while usize::from(used.len()) < BUDGET {
+            let Some(chain) = q.pop_descriptor_chain(&*mem) else {
+                self.check_avail_index(q, CTRL_QUEUE)?;
+                break;
+            };
+            let head = chain.head_index();
+            let written = match self.ctrl_command(&mem, chain) {
+                Ok(w) => w,
+                Err(why) => {
+                    tracing::warn!("control chain {head}: {why}");
+                    self.stats.ctrl_err.fetch_add(1, Ordering::Relaxed);
+                    0
+                }
+            };
+            used.push(q, &mem, head, written)?;
+        }
+        let n = usize::from(used.len());
+        if used.publish(q, &mem)? {
+            self.interrupt(CTRL_QUEUE);
+        }
+        Ok(n)
+    }
+
+    /// Runs one control command and writes its ack; returns the bytes written (1), or why
+    /// the chain could not even be answered.
+    fn ctrl_command(
+        &mut self,
+        mem: &Memory,
+        chain: DescriptorChain<&Memory>,
+    ) -> Result<u32, String> {
+        // Device-readable part: class, command, data. The first writable byte takes the ack.
+        self.scratch.clear();
+        let mut ack = None;
+        let mut more = false;
+        for d in chain {
+            more = d.has_next();
+            if d.is_write_only() {
+                if ack.is_none() && d.len() >= 1 {
+                    ack = Some(d.addr());
+                }
+                continue;
+            }
+            if ack.is_some() {
+                return Err("device-readable descriptor after a writable one".into());
+            }
+            let len = d.len() as usize;
+            let start = self.scratch.len();
+            if start + len > MAX_CTRL {
+                return Err(format!("command is longer than {MAX_CTRL} bytes"));
+            }
+            self.scratch.resize(start + len, 0);
+            mem.read_slice(&mut self.scratch[start..], d.addr())
+                .map_err(|e| format!("buffer {:#x}+{len}: {e}", d.addr().0))?;
+        }
+        let ack = ack.ok_or("no writable byte for the ack")?;
+        let answer = if more {
+            Err(CHAIN_CUT.to_string())
+        } else if self.scratch.len() < 2 {
+            Err(format!(
+                "{} bytes is shorter than the class and command",
+                self.scratch.len()
+            ))
+        } else {
+            let (class, cmd) = (self.scratch[0], self.scratch[1]);
+            let data = self.scratch[2..].to_vec();
+            ctrl::handle(&mut self.filter, self.features, class, cmd, &data)
+                .map(|effect| {
+                    if let Effect::Mac(mac) = effect {
+                        self.shared.set_mac(mac);
+                    }
+                })
+                .map_err(|e| e.to_string())
+        };
+        let code = match answer {
+            Ok(()) => {
+                self.stats.ctrl_ok.fetch_add(1, Ordering::Relaxed);
+                ctrl::OK
+            }
+            Err(why) => {
+                tracing::info!("control command refused: {why}");
+                self.stats.ctrl_err.fetch_add(1, Ordering::Relaxed);
+                ctrl::ERR
+            }
+        };
+        mem.write_obj(code, ack)
+            .map_err(|e| format!("ack byte {:#x}: {e}", ack.0))?;
+        Ok(1)
+    }
+
+    /// Takes the next rx chain and checks it: device-writable descriptors only, not cut.
+    /// `Ok(None)`: no buffer available. `Err`: a malformed chain, already returned empty.
+    fn next_rx_buf(&mut self, used: &mut UsedBatch) -> Result<Option<Result<RxBuf, ()>>, Fatal> {
+        let mem = self.mem.clone();
+        let Some(chain) = self.rx.pop_descriptor_chain(&*mem) else {
+            self.check_avail_index(&self.rx, RX_QUEUE)?;
+            return Ok(None);
+        };
+        let head = chain.head_index();
+        let start = self.rx_descs.len();
+        let mut capacity = 0usize;
+        let mut more = false;
+        let mut bad = None;
+        for d in chain {
+            more = d.has_next();
+            if !d.is_write_only() {
+                bad = Some("device-readable descriptor in an rx chain");
+                break;
+            }
+            capacity += d.len() as usize;
+            self.rx_descs.push((d.addr(), d.len()));
+        }
+        if more && bad.is_none() {
+            bad = Some(CHAIN_CUT);
+        }
+        if let Some(why) = bad {
+            self.rx_descs.truncate(start);
+            self.stats.rx_malformed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("rx chain {head}: {why}");
+            used.push(&self.rx, &mem, head, 0)?;
+            return Ok(Some(Err(())));
+        }
+        Ok(Some(Ok(RxBuf {
+            head,
+            descs: (start, self.rx_descs.len()),
+            capacity,
+        })))
+    }
+
+    /// Returns the frames delivered (and malformed chains returned) and whether the driver
+    /// ran out of rx buffers.
     fn process_rx(&mut self) -> Result<(usize, bool), Fatal> {
         let mem = self.mem.clone();
+        let mut used = UsedBatch::new(&self.rx);
         let mut done = 0;
         let mut starved = false;
-        while done < BUDGET {
-            let frame = match self.source.peek() {
-                Peek::Frame(f) => f,
+        let own = self.shared.mac();
+        'frames: while done < BUDGET {
+            if !self.shared.link_up() {
+                // Nothing is received while the link is down; frames wait in the source.
+                break;
+            }
+            let len = match self.source.peek() {
+                Peek::Frame(f) => {
+                    if !self.filter.accepts(f, own) {
+                        self.source.consume();
+                        self.stats.source_frames.fetch_add(1, Ordering::Relaxed);
+                        self.stats.rx_filtered.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    f.len()
+                }
                 Peek::Idle => break,
                 Peek::Ended => {
-                    if !self.stats.input_drained.load(Ordering::Relaxed) {
-                        // Release: every used-ring update above is visible before this.
+                    if used.is_empty() && !self.stats.input_drained.load(Ordering::Relaxed) {
+                        // Only once everything before is published (the batch is empty).
                         self.stats.input_drained.store(true, Ordering::Release);
                     }
                     break;
                 }
             };
-            let Some(chain) = self.rx.pop_descriptor_chain(&*mem) else {
-                self.check_avail_index(RX_QUEUE)?;
-                starved = true;
-                break;
-            };
-            let head = chain.head_index();
-            let len = frame.len();
-            match scatter(&mem, chain, frame) {
-                Ok(written) => {
-                    self.rx
-                        .add_used(&*mem, head, written)
-                        .map_err(|e| Fatal(format!("rx used ring: {e}")))?;
-                    self.source.consume();
-                    self.stats.source_frames.fetch_add(1, Ordering::Relaxed);
-                    self.stats.rx_bytes.fetch_add(len as u64, Ordering::Relaxed);
-                    self.stats.rx_delivered.fetch_add(1, Ordering::Release);
-                    done += 1;
+            let need = self.hdr_len + len;
+            // Buffers for this frame: one chain, or several with mergeable buffers.
+            self.rx_bufs.clear();
+            self.rx_descs.clear();
+            let mut have = 0;
+            while have < need {
+                match self.next_rx_buf(&mut used)? {
+                    None => {
+                        // Not enough buffers: put back what this frame took; it waits.
+                        for _ in 0..self.rx_bufs.len() {
+                            self.rx.go_to_previous_position();
+                        }
+                        starved = true;
+                        break 'frames;
+                    }
+                    Some(Err(())) => {
+                        // A malformed chain, returned empty. Chains already taken for this
+                        // frame cannot be put back behind it: return them empty too.
+                        for b in self.rx_bufs.drain(..) {
+                            used.push(&self.rx, &mem, b.head, 0)?;
+                        }
+                        done += 1;
+                        continue 'frames;
+                    }
+                    Some(Ok(b)) => {
+                        have += b.capacity;
+                        self.rx_bufs.push(b);
+                    }
                 }
-                Err(ChainError::TooSmall { have, need }) => {
-                    // Without mergeable buffers a frame must fit one chain: drop the frame,
-                    // keep the buffer for the next one.
-                    self.rx.go_to_previous_position();
-                    self.source.consume();
-                    self.stats.source_frames.fetch_add(1, Ordering::Relaxed);
-                    self.stats.rx_dropped.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!("rx: {need}-byte frame does not fit a {have}-byte buffer");
-                }
-                Err(ChainError::Malformed(why)) => {
-                    // Return the chain empty; the frame waits for a good buffer.
-                    self.stats.rx_malformed.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!("rx chain {head}: {why}");
-                    self.rx
-                        .add_used(&*mem, head, 0)
-                        .map_err(|e| Fatal(format!("rx used ring: {e}")))?;
-                    done += 1;
+                if !self.mrg {
+                    break;
                 }
             }
+            if have < need {
+                // Without mergeable buffers a frame must fit one chain: drop the frame,
+                // keep the buffer for the next one.
+                self.rx.go_to_previous_position();
+                self.source.consume();
+                self.stats.source_frames.fetch_add(1, Ordering::Relaxed);
+                self.stats.rx_dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("rx: {need}-byte frame does not fit a {have}-byte buffer");
+                continue;
+            }
+            self.deliver(&mem, &mut used)?;
+            done += 1;
         }
-        if done > 0 {
-            self.interrupt_if_needed(RX_QUEUE)?;
+        let delivered_any = !used.is_empty();
+        if used.publish(&mut self.rx, &mem)? {
+            self.interrupt(RX_QUEUE);
         }
+        let _ = delivered_any;
         Ok((done, starved))
+    }
+
+    /// Writes the peeked frame, behind its header, into the buffers in `rx_bufs`, and
+    /// stages their used entries.
+    fn deliver(&mut self, mem: &Memory, used: &mut UsedBatch) -> Result<(), Fatal> {
+        let Peek::Frame(frame) = self.source.peek() else {
+            return Ok(());
+        };
+        let mut hdr = [0u8; 12];
+        // num_buffers: how many buffers this frame took (always 1 without MRG_RXBUF).
+        hdr[10..12].copy_from_slice(&(self.rx_bufs.len() as u16).to_le_bytes());
+        let hdr = &hdr[..self.hdr_len];
+        let len = frame.len();
+        let mut off = 0;
+        let total = self.hdr_len + len;
+        for b in &self.rx_bufs {
+            let mut written = 0u32;
+            for &(addr, dlen) in &self.rx_descs[b.descs.0..b.descs.1] {
+                let mut at = addr;
+                let mut room = dlen as usize;
+                while room > 0 && off < total {
+                    let (src, pos) = if off < hdr.len() {
+                        (hdr, off)
+                    } else {
+                        (frame, off - hdr.len())
+                    };
+                    let n = room.min(src.len() - pos);
+                    if let Err(e) = mem.write_slice(&src[pos..pos + n], at) {
+                        // The addresses were valid when taken; the guest moved nothing,
+                        // so this is a buffer straddling the end of RAM.
+                        tracing::warn!("rx buffer {:#x}+{n}: {e}", at.0);
+                        self.stats.rx_malformed.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                    off += n;
+                    room -= n;
+                    written += n as u32;
+                    // Cannot wrap: the write just above covered at..at + n inside RAM.
+                    at = GuestAddress(at.0 + n as u64);
+                }
+            }
+            used.push(&self.rx, mem, b.head, written)?;
+        }
+        self.source.consume();
+        self.delivered += 1;
+        self.stats.source_frames.fetch_add(1, Ordering::Relaxed);
+        self.stats.rx_bytes.fetch_add(len as u64, Ordering::Relaxed);
+        self.stats.rx_delivered.fetch_add(1, Ordering::Release);
+        Ok(())
     }
 }
 
@@ -315,87 +614,32 @@ fn gather(
     buf: &mut Vec<u8>,
     mem: &Memory,
     chain: DescriptorChain<&Memory>,
-) -> Result<(), ChainError> {
+    hdr_len: usize,
+) -> Result<(), String> {
     buf.clear();
     let mut more = false;
     for desc in chain {
         more = desc.has_next();
         if desc.is_write_only() {
-            return Err(ChainError::Malformed(
-                "write-only descriptor in a tx chain".into(),
-            ));
+            return Err("write-only descriptor in a tx chain".into());
         }
         let len = desc.len() as usize;
         let start = buf.len();
         if start + len > MAX_TX_CHAIN {
-            return Err(ChainError::Malformed(format!(
-                "chain is longer than {MAX_TX_CHAIN} bytes"
-            )));
+            return Err(format!("chain is longer than {MAX_TX_CHAIN} bytes"));
         }
         buf.resize(start + len, 0);
         mem.read_slice(&mut buf[start..], desc.addr())
-            .map_err(|e| {
-                ChainError::Malformed(format!("buffer {:#x}+{len}: {e}", desc.addr().0))
-            })?;
+            .map_err(|e| format!("buffer {:#x}+{len}: {e}", desc.addr().0))?;
     }
     if more {
-        return Err(ChainError::Malformed(CHAIN_CUT.into()));
+        return Err(CHAIN_CUT.into());
     }
-    if buf.len() < NET_HDR_LEN {
-        return Err(ChainError::Malformed(format!(
-            "{} bytes is shorter than the {NET_HDR_LEN}-byte header",
+    if buf.len() < hdr_len {
+        return Err(format!(
+            "{} bytes is shorter than the {hdr_len}-byte header",
             buf.len()
-        )));
+        ));
     }
     Ok(())
-}
-
-/// Writes a virtio-net header and `frame` into an rx chain; returns the bytes written.
-fn scatter(mem: &Memory, chain: DescriptorChain<&Memory>, frame: &[u8]) -> Result<u32, ChainError> {
-    let mut hdr = [0u8; NET_HDR_LEN];
-    // num_buffers: one buffer chain per frame without VIRTIO_NET_F_MRG_RXBUF.
-    hdr[10..12].copy_from_slice(&1u16.to_le_bytes());
-    let need = NET_HDR_LEN + frame.len();
-
-    let mut have = 0usize;
-    let mut more = false;
-    for desc in chain.clone() {
-        more = desc.has_next();
-        if !desc.is_write_only() {
-            return Err(ChainError::Malformed(
-                "device-readable descriptor in an rx chain".into(),
-            ));
-        }
-        have += desc.len() as usize;
-    }
-    if more {
-        return Err(ChainError::Malformed(CHAIN_CUT.into()));
-    }
-    if have < need {
-        return Err(ChainError::TooSmall { have, need });
-    }
-    // Fill the buffers in order with the header, then the frame.
-    let mut off = 0;
-    for desc in chain {
-        let mut addr = desc.addr();
-        let mut room = desc.len() as usize;
-        while room > 0 && off < need {
-            let (src, at) = if off < NET_HDR_LEN {
-                (&hdr[..], off)
-            } else {
-                (frame, off - NET_HDR_LEN)
-            };
-            let n = room.min(src.len() - at);
-            mem.write_slice(&src[at..at + n], addr)
-                .map_err(|e| ChainError::Malformed(format!("buffer {:#x}+{n}: {e}", addr.0)))?;
-            off += n;
-            room -= n;
-            // Cannot wrap: the write just above covered addr..addr + n inside guest RAM.
-            addr = GuestAddress(addr.0 + n as u64);
-        }
-        if off == need {
-            break;
-        }
-    }
-    Ok(need as u32)
 }

@@ -1,25 +1,68 @@
 //! The virtio-net device (virtio 1.x, 5.1): its configuration space, the features it offers,
-//! and the datapath it starts when the driver sets DRIVER_OK.
+//! link state, and the datapath it starts when the driver sets DRIVER_OK.
 
+mod ctrl;
 mod datapath;
+pub mod filter;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crate::endpoint::{Sink, Source};
-use crate::virtio::{self, ActivateError, Activation, VirtioDevice};
+use crate::virtio::{self, ActivateError, Activation, Interrupt, VirtioDevice};
 use datapath::{Datapath, DatapathEnd};
 
 /// Virtio device type of a network card.
 pub const DEVICE_TYPE: u16 = 1;
 
-/// virtio-net feature bits (5.1.3).
+/// virtio-net feature bits (5.1.3) and the transport bits a net device cares about.
 pub mod features {
     pub const MTU: u64 = 1 << 3;
     pub const MAC: u64 = 1 << 5;
     pub const MRG_RXBUF: u64 = 1 << 15;
     pub const STATUS: u64 = 1 << 16;
+    pub const CTRL_VQ: u64 = 1 << 17;
+    pub const CTRL_RX: u64 = 1 << 18;
+    pub const CTRL_VLAN: u64 = 1 << 19;
+    pub const CTRL_MAC_ADDR: u64 = 1 << 23;
+    pub const ANY_LAYOUT: u64 = 1 << 27;
+
+    /// What the rust backend offers by default: everything it implements.
+    pub const DEFAULT: u64 = MTU
+        | MAC
+        | MRG_RXBUF
+        | STATUS
+        | CTRL_VQ
+        | CTRL_RX
+        | CTRL_VLAN
+        | CTRL_MAC_ADDR
+        | ANY_LAYOUT
+        | crate::virtio::features::RING_INDIRECT_DESC
+        | crate::virtio::features::RING_EVENT_IDX
+        | crate::virtio::features::VERSION_1;
+
+    /// Names for feature lists in configuration files and messages.
+    pub const NAMES: [(&str, u64); 12] = [
+        ("mtu", MTU),
+        ("mac", MAC),
+        ("mrg_rxbuf", MRG_RXBUF),
+        ("status", STATUS),
+        ("ctrl_vq", CTRL_VQ),
+        ("ctrl_rx", CTRL_RX),
+        ("ctrl_vlan", CTRL_VLAN),
+        ("ctrl_mac_addr", CTRL_MAC_ADDR),
+        ("any_layout", ANY_LAYOUT),
+        ("indirect_desc", crate::virtio::features::RING_INDIRECT_DESC),
+        ("event_idx", crate::virtio::features::RING_EVENT_IDX),
+        ("version_1", crate::virtio::features::VERSION_1),
+    ];
+
+    /// The bit called `name` in [`NAMES`].
+    pub fn by_name(name: &str) -> Option<u64> {
+        NAMES.iter().find(|(n, _)| *n == name).map(|(_, b)| *b)
+    }
 }
 
 /// `struct virtio_net_config` offsets.
@@ -33,12 +76,31 @@ mod config {
 
 const NET_S_LINK_UP: u16 = 1;
 
-/// Queue indexes of the single queue pair.
+/// Queue indexes of the single queue pair, and of the control queue after it.
 pub const RX_QUEUE: u16 = 0;
 pub const TX_QUEUE: u16 = 1;
+pub const CTRL_QUEUE: u16 = 2;
 
-/// Size of `struct virtio_net_hdr_v1`: with VERSION_1 `num_buffers` is always present.
+/// `struct virtio_net_hdr_v1` (VERSION_1 or MRG_RXBUF: `num_buffers` is present).
 pub const NET_HDR_LEN: usize = 12;
+/// The legacy header, without `num_buffers`.
+pub const NET_HDR_LEN_LEGACY: usize = 10;
+
+/// Header size for a negotiated feature set.
+pub fn hdr_len(negotiated: u64) -> usize {
+    if negotiated & (virtio::features::VERSION_1 | features::MRG_RXBUF) != 0 {
+        NET_HDR_LEN
+    } else {
+        NET_HDR_LEN_LEGACY
+    }
+}
+
+/// Take the link down once `after` frames were delivered, and up again `down_for` later.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkFlap {
+    pub after: u64,
+    pub down_for: Duration,
+}
 
 /// How the device presents itself.
 #[derive(Clone, Debug)]
@@ -46,28 +108,31 @@ pub struct NetConfig {
     pub mac: [u8; 6],
     /// Maximum size of each queue.
     pub queue_size: u16,
-    /// Largest frame (without FCS) the device carries in either direction.
+    /// Largest frame (without FCS) the device carries in either direction. With
+    /// VIRTIO_NET_F_MTU the device reports `max_frame - 18` as its MTU.
     pub max_frame: usize,
     /// Features offered to the driver.
     pub features: u64,
     /// CPU the datapath thread runs on; `None` leaves it to the scheduler.
     pub datapath_cpu: Option<usize>,
+    pub link_flap: Option<LinkFlap>,
 }
 
 /// The Ethernet MTU's frame: 1500 bytes of payload, a 14-byte header, a VLAN tag.
 pub const DEFAULT_MAX_FRAME: usize = 1518;
+/// Largest frame the device may be configured for: a 9000-byte MTU jumbo with a VLAN tag,
+/// and some room.
+pub const MAX_FRAME_LIMIT: usize = 16 * 1024;
 
 impl Default for NetConfig {
     fn default() -> Self {
         Self {
             mac: [0x52, 0x54, 0x00, 0x12, 0x34, 0x56],
-            queue_size: 1024,
+            queue_size: 256,
             max_frame: DEFAULT_MAX_FRAME,
-            features: virtio::features::VERSION_1
-                | virtio::features::RING_EVENT_IDX
-                | features::MAC
-                | features::STATUS,
+            features: features::DEFAULT,
             datapath_cpu: None,
+            link_flap: None,
         }
     }
 }
@@ -80,8 +145,10 @@ pub struct NetStats {
     /// Frames placed in the guest's rx ring.
     pub rx_delivered: AtomicU64,
     pub rx_bytes: AtomicU64,
-    /// Frames dropped because the guest's rx buffer chain was too small for them.
+    /// Frames dropped because the guest's rx buffers were too small for them.
     pub rx_dropped: AtomicU64,
+    /// Frames the receive filter rejected (control-queue settings).
+    pub rx_filtered: AtomicU64,
     /// Rx chains the driver built wrong (a device-readable buffer, memory outside RAM).
     pub rx_malformed: AtomicU64,
     /// Frames the guest transmitted and the sink took.
@@ -92,6 +159,13 @@ pub struct NetStats {
     /// Tx chains the driver built wrong (write-only buffers, shorter than the header,
     /// memory outside RAM).
     pub tx_malformed: AtomicU64,
+    /// Frames the guest transmitted while the link was down.
+    pub tx_while_link_down: AtomicU64,
+    /// Control commands answered OK and answered ERR.
+    pub ctrl_ok: AtomicU64,
+    pub ctrl_err: AtomicU64,
+    /// Notifications (kicks) received from the driver, per queue: rx, tx, ctrl.
+    pub kicks: [AtomicU64; 3],
     /// Interrupts the datapath raised.
     pub interrupts: AtomicU64,
     /// Set once every source frame was delivered or dropped and the source has ended.
@@ -107,11 +181,16 @@ pub struct NetCounters {
     pub rx_delivered: u64,
     pub rx_bytes: u64,
     pub rx_dropped: u64,
+    pub rx_filtered: u64,
     pub rx_malformed: u64,
     pub tx_frames: u64,
     pub tx_bytes: u64,
     pub tx_dropped: u64,
     pub tx_malformed: u64,
+    pub tx_while_link_down: u64,
+    pub ctrl_ok: u64,
+    pub ctrl_err: u64,
+    pub kicks: [u64; 3],
     pub interrupts: u64,
     pub input_drained: bool,
 }
@@ -124,11 +203,16 @@ impl NetStats {
             rx_delivered: g(&self.rx_delivered),
             rx_bytes: g(&self.rx_bytes),
             rx_dropped: g(&self.rx_dropped),
+            rx_filtered: g(&self.rx_filtered),
             rx_malformed: g(&self.rx_malformed),
             tx_frames: g(&self.tx_frames),
             tx_bytes: g(&self.tx_bytes),
             tx_dropped: g(&self.tx_dropped),
             tx_malformed: g(&self.tx_malformed),
+            tx_while_link_down: g(&self.tx_while_link_down),
+            ctrl_ok: g(&self.ctrl_ok),
+            ctrl_err: g(&self.ctrl_err),
+            kicks: [g(&self.kicks[0]), g(&self.kicks[1]), g(&self.kicks[2])],
             interrupts: g(&self.interrupts),
             input_drained: self.input_drained.load(Ordering::Acquire),
         }
@@ -145,6 +229,48 @@ impl NetStats {
     fn set_failure(&self, why: String) {
         let mut f = self.failure.lock().unwrap_or_else(|e| e.into_inner());
         f.get_or_insert(why);
+    }
+}
+
+/// What the configuration space shows and the datapath changes: the MAC (a driver may set
+/// it) and the link state (the host may flap it). Shared by the transport's thread and the
+/// datapath's.
+pub struct NetShared {
+    mac: Mutex<[u8; 6]>,
+    link_up: AtomicBool,
+    generation: AtomicU8,
+    interrupt: Mutex<Option<Arc<dyn Interrupt>>>,
+}
+
+impl NetShared {
+    pub fn mac(&self) -> [u8; 6] {
+        *self.mac.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_mac(&self, mac: [u8; 6]) {
+        *self.mac.lock().unwrap_or_else(|e| e.into_inner()) = mac;
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn link_up(&self) -> bool {
+        self.link_up.load(Ordering::Acquire)
+    }
+
+    /// Sets the link state as the host sees it; on a change, bumps the configuration
+    /// generation and raises the configuration-change interrupt (5.1.4.2).
+    pub fn set_link(&self, up: bool) {
+        if self.link_up.swap(up, Ordering::AcqRel) == up {
+            return;
+        }
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        let irq = self
+            .interrupt
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(irq) = irq {
+            irq.config_changed();
+        }
     }
 }
 
@@ -166,8 +292,7 @@ struct Running {
 /// A virtio-net device served by the pure-Rust backend.
 pub struct Net {
     cfg: NetConfig,
-    link_up: bool,
-    generation: u8,
+    shared: Arc<NetShared>,
     source: Option<Box<dyn Source>>,
     sink: Option<Box<dyn Sink>>,
     running: Option<Running>,
@@ -176,10 +301,15 @@ pub struct Net {
 
 impl Net {
     pub fn new(cfg: NetConfig, source: Box<dyn Source>, sink: Box<dyn Sink>) -> Self {
+        let shared = Arc::new(NetShared {
+            mac: Mutex::new(cfg.mac),
+            link_up: AtomicBool::new(true),
+            generation: AtomicU8::new(0),
+            interrupt: Mutex::new(None),
+        });
         Self {
             cfg,
-            link_up: true,
-            generation: 0,
+            shared,
             source: Some(source),
             sink: Some(sink),
             running: None,
@@ -193,6 +323,11 @@ impl Net {
 
     pub fn stats(&self) -> Arc<NetStats> {
         self.stats.clone()
+    }
+
+    /// The MAC and link state, for the host side to read and change.
+    pub fn shared(&self) -> Arc<NetShared> {
+        self.shared.clone()
     }
 
     /// Stops the datapath and returns the sink, for the caller to finish.
@@ -236,7 +371,12 @@ impl VirtioDevice for Net {
     }
 
     fn queue_max_sizes(&self) -> Vec<u16> {
-        vec![self.cfg.queue_size; 2]
+        let queues = if self.cfg.features & features::CTRL_VQ != 0 {
+            3
+        } else {
+            2
+        };
+        vec![self.cfg.queue_size; queues]
     }
 
     fn features(&self) -> u64 {
@@ -245,8 +385,12 @@ impl VirtioDevice for Net {
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         let mut space = [0u8; config::SIZE];
-        space[config::MAC..config::MAC + 6].copy_from_slice(&self.cfg.mac);
-        let status = if self.link_up { NET_S_LINK_UP } else { 0 };
+        space[config::MAC..config::MAC + 6].copy_from_slice(&self.shared.mac());
+        let status = if self.shared.link_up() {
+            NET_S_LINK_UP
+        } else {
+            0
+        };
         space[config::STATUS..config::STATUS + 2].copy_from_slice(&status.to_le_bytes());
         space[config::MAX_VIRTQUEUE_PAIRS..config::MAX_VIRTQUEUE_PAIRS + 2]
             .copy_from_slice(&1u16.to_le_bytes());
@@ -263,8 +407,7 @@ impl VirtioDevice for Net {
     }
 
     fn write_config(&mut self, offset: u64, data: &[u8]) {
-        // The MAC is writable only through legacy drivers; a modern driver uses the control
-        // queue. Everything else is read-only.
+        // A modern driver sets the MAC through the control queue; the rest is read-only.
         tracing::debug!(
             "virtio-net: ignored {}-byte config write at {offset:#x}",
             data.len()
@@ -272,46 +415,53 @@ impl VirtioDevice for Net {
     }
 
     fn config_generation(&self) -> u8 {
-        self.generation
+        self.shared.generation.load(Ordering::Acquire)
     }
 
     fn activate(&mut self, a: Activation) -> Result<(), ActivateError> {
         if self.running.is_some() {
             return Err(ActivateError::AlreadyActive);
         }
+        let mut queues = a.queues.into_iter();
+        let rx = queues.next().flatten();
+        let tx = queues.next().flatten();
+        let ctrl = queues.next().flatten();
+        let (rx, tx) = match (rx, tx) {
+            (Some(rx), Some(tx)) => (rx, tx),
+            (rx, _) => {
+                let missing = if rx.is_none() { RX_QUEUE } else { TX_QUEUE };
+                return Err(ActivateError::QueueNotEnabled(missing));
+            }
+        };
+        if a.features & features::CTRL_VQ != 0 && ctrl.is_none() {
+            return Err(ActivateError::QueueNotEnabled(CTRL_QUEUE));
+        }
         let (Some(source), Some(sink)) = (self.source.take(), self.sink.take()) else {
             return Err(ActivateError::Datapath(
                 "the endpoint was lost earlier".into(),
             ));
         };
-        let mut queues = a.queues.into_iter();
-        let rx = queues.next().flatten();
-        let tx = queues.next().flatten();
-        let (rx, tx) = match (rx, tx) {
-            (Some(rx), Some(tx)) => (rx, tx),
-            (rx, _) => {
-                self.source = Some(source);
-                self.sink = Some(sink);
-                let missing = if rx.is_none() { RX_QUEUE } else { TX_QUEUE };
-                return Err(ActivateError::QueueNotEnabled(missing));
-            }
-        };
+        *self
+            .shared
+            .interrupt
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(a.interrupt.clone());
         let stop = Arc::new(AtomicBool::new(false));
-        let dp = Datapath {
-            mem: a.mem,
-            rx: rx.queue,
-            rx_kick: rx.kick,
-            tx: tx.queue,
-            tx_kick: tx.kick,
-            interrupt: a.interrupt,
-            health: a.health,
+        let dp = Datapath::new(
+            a.mem,
+            a.features,
+            rx,
+            tx,
+            ctrl,
+            a.interrupt,
+            a.health,
             source,
             sink,
-            stats: self.stats.clone(),
-            stop: stop.clone(),
-            max_frame: self.cfg.max_frame,
-            scratch: Vec::with_capacity(64 * 1024),
-        };
+            self.stats.clone(),
+            self.shared.clone(),
+            stop.clone(),
+            &self.cfg,
+        );
         let cpu = self.cfg.datapath_cpu;
         let thread = std::thread::Builder::new()
             .name("vlab-net".into())
@@ -332,6 +482,12 @@ impl VirtioDevice for Net {
         if let Err(e) = self.stop() {
             tracing::error!("virtio-net reset: {e}");
         }
+        *self
+            .shared
+            .interrupt
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = None;
+        *self.shared.mac.lock().unwrap_or_else(|e| e.into_inner()) = self.cfg.mac;
         self.stats.input_drained.store(false, Ordering::Release);
     }
 }

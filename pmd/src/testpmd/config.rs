@@ -1,7 +1,11 @@
 //! The application's settings, read from the kernel command line (`key=value` words).
 
+use alloc::vec::Vec;
 use core::fmt;
 use core::str::FromStr;
+
+use crate::net::features;
+use crate::transport::Kind;
 
 /// Forwarding mode, as testpmd's `--forward-mode`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,7 +50,7 @@ pub const MIN_TX_SIZE: u16 = 50;
 /// Largest frame txonly builds: a full 1500-byte MTU frame with a VLAN tag's room.
 pub const MAX_TX_SIZE: u16 = 1518;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     pub mode: Mode,
     /// Frames per rx/tx burst (testpmd `--burst`).
@@ -61,6 +65,37 @@ pub struct Config {
     pub size: u16,
     /// Mbufs in the pool; 0 picks enough for both rings and a few bursts.
     pub mbufs: u32,
+    /// Which interface of the device to drive.
+    pub transport: Kind,
+    /// Features to ask for (the port negotiates what the device also offers).
+    pub features: u64,
+    /// Promiscuous mode (testpmd's default is on). Sent when the device has CTRL_RX.
+    pub promisc: bool,
+    /// All-multicast mode.
+    pub allmulti: bool,
+    /// Extra MAC addresses to accept: unicast ones go to the unicast table, multicast ones
+    /// to the multicast table (testpmd `mac_addr add` / `mcast_addr add`).
+    pub mac_add: Vec<[u8; 6]>,
+    /// A new MAC address for the port (testpmd `mac_addr set`).
+    pub mac_set: Option<[u8; 6]>,
+    /// VLAN IDs to accept (testpmd `rx_vlan add`); empty leaves filtering off.
+    pub vlan_filter: Vec<u16>,
+    /// Strip VLAN tags on receive (testpmd `vlan set strip on`).
+    pub vlan_strip: bool,
+    /// Insert this TCI on transmit (testpmd `tx_vlan set`).
+    pub vlan_insert: Option<u16>,
+    /// Mbuf data room in bytes: the size of each rx buffer after the headroom.
+    pub rxbuf: u16,
+    /// Mbuf headroom in bytes; must hold the virtio-net header.
+    pub headroom: u16,
+    /// Re-segment transmitted frames into pieces of this many bytes (0: as they are).
+    pub txsplit: u16,
+    /// Follow the link state through configuration-change interrupts.
+    pub lsc: bool,
+    /// Stop after receiving this many frames (for VMMs without the vlab harness).
+    pub expect: u64,
+    /// Send this control command (class, command) and report the answer.
+    pub ctrl_probe: Option<(u8, u8)>,
 }
 
 impl Default for Config {
@@ -73,12 +108,27 @@ impl Default for Config {
             pkts: 0,
             size: 64,
             mbufs: 0,
+            transport: Kind::Modern,
+            features: features::ALL,
+            promisc: true,
+            allmulti: false,
+            mac_add: Vec::new(),
+            mac_set: None,
+            vlan_filter: Vec::new(),
+            vlan_strip: false,
+            vlan_insert: None,
+            rxbuf: crate::mbuf::DEFAULT_DATA_ROOM,
+            headroom: crate::mbuf::DEFAULT_HEADROOM,
+            txsplit: 0,
+            lsc: false,
+            expect: 0,
+            ctrl_probe: None,
         }
     }
 }
 
 /// Why a command line was refused. Carries the offending word so the message names it.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ConfigError<'a> {
     UnknownKey(&'a str),
     BadValue {
@@ -105,6 +155,54 @@ fn number<'a, T: FromStr>(key: &'a str, value: &'a str) -> Result<T, ConfigError
         value,
         why: "not a number in range",
     })
+}
+
+fn flag<'a>(key: &'a str, value: &'a str) -> Result<bool, ConfigError<'a>> {
+    match value {
+        "1" | "on" | "true" => Ok(true),
+        "0" | "off" | "false" => Ok(false),
+        _ => Err(ConfigError::BadValue {
+            key,
+            value,
+            why: "use 0 or 1",
+        }),
+    }
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut mac {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+fn mac<'a>(key: &'a str, value: &'a str) -> Result<[u8; 6], ConfigError<'a>> {
+    parse_mac(value).ok_or(ConfigError::BadValue {
+        key,
+        value,
+        why: "a MAC address is six hex bytes like 02:00:00:00:00:01",
+    })
+}
+
+fn feature<'a>(
+    c: &mut Config,
+    key: &'a str,
+    value: &'a str,
+    bits: u64,
+) -> Result<(), ConfigError<'a>> {
+    if flag(key, value)? {
+        c.features |= bits;
+    } else {
+        c.features &= !bits;
+    }
+    Ok(())
 }
 
 fn ring<'a>(key: &'a str, value: &'a str) -> Result<u16, ConfigError<'a>> {
@@ -164,17 +262,99 @@ impl Config {
                     }
                 }
                 "mbufs" => c.mbufs = number(key, value)?,
+                "transport" => {
+                    c.transport = match value {
+                        "modern" => Kind::Modern,
+                        "legacy" => Kind::Legacy,
+                        _ => {
+                            return Err(ConfigError::BadValue {
+                                key,
+                                value,
+                                why: "transports are modern and legacy",
+                            })
+                        }
+                    }
+                }
+                "mrg" => feature(&mut c, key, value, features::MRG_RXBUF)?,
+                "event-idx" => feature(&mut c, key, value, features::RING_EVENT_IDX)?,
+                "indirect" => feature(&mut c, key, value, features::RING_INDIRECT_DESC)?,
+                "ctrl" => feature(
+                    &mut c,
+                    key,
+                    value,
+                    features::CTRL_VQ
+                        | features::CTRL_RX
+                        | features::CTRL_VLAN
+                        | features::CTRL_MAC_ADDR,
+                )?,
+                "mtu" => feature(&mut c, key, value, features::MTU)?,
+                "status" => feature(&mut c, key, value, features::STATUS)?,
+                "promisc" => c.promisc = flag(key, value)?,
+                "allmulti" => c.allmulti = flag(key, value)?,
+                "mac-add" => {
+                    for m in value.split(',') {
+                        c.mac_add.push(mac(key, m)?);
+                    }
+                }
+                "mac-set" => c.mac_set = Some(mac(key, value)?),
+                "vlan-filter" => {
+                    for v in value.split(',') {
+                        let vid: u16 = number(key, v)?;
+                        if vid > 4095 {
+                            return Err(ConfigError::BadValue {
+                                key,
+                                value: v,
+                                why: "a VLAN ID is 0 to 4095",
+                            });
+                        }
+                        c.vlan_filter.push(vid);
+                    }
+                }
+                "vlan-strip" => c.vlan_strip = flag(key, value)?,
+                "vlan-insert" => c.vlan_insert = Some(number(key, value)?),
+                "rxbuf" => {
+                    c.rxbuf = number(key, value)?;
+                    if c.rxbuf < 64 {
+                        return Err(ConfigError::BadValue {
+                            key,
+                            value,
+                            why: "an rx buffer holds at least 64 bytes",
+                        });
+                    }
+                }
+                "headroom" => c.headroom = number(key, value)?,
+                "txsplit" => c.txsplit = number(key, value)?,
+                "lsc" => c.lsc = flag(key, value)?,
+                "expect" => c.expect = number(key, value)?,
+                "ctrl-probe" => {
+                    let bad = ConfigError::BadValue {
+                        key,
+                        value,
+                        why: "give CLASS.COMMAND, e.g. 3.0",
+                    };
+                    let (a, b) = value.split_once('.').ok_or(bad.clone())?;
+                    c.ctrl_probe = Some((
+                        a.parse().map_err(|_| bad.clone())?,
+                        b.parse().map_err(|_| bad)?,
+                    ));
+                }
                 _ => return Err(ConfigError::UnknownKey(key)),
             }
         }
         Ok(c)
     }
 
-    /// Mbufs to allocate: what was asked, or both rings plus room for bursts in flight.
+    /// Mbufs to allocate: what was asked, or both rings plus room for bursts in flight,
+    /// counting the segments a split frame takes.
     pub fn pool_size(&self) -> u32 {
         if self.mbufs != 0 {
             return self.mbufs;
         }
-        u32::from(self.rxd) + u32::from(self.txd) + 4 * u32::from(self.burst) + 64
+        let segs = if self.txsplit > 0 {
+            u32::from(MAX_TX_SIZE).div_ceil(u32::from(self.txsplit)) + 1
+        } else {
+            1
+        };
+        u32::from(self.rxd) + (u32::from(self.txd) + 4 * u32::from(self.burst)) * segs + 64
     }
 }

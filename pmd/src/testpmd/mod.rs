@@ -1,5 +1,6 @@
-//! A testpmd-like application on the PMD: one port, one forwarding engine, testpmd-style
-//! statistics on the console, and a verdict as the exit code.
+//! A testpmd-like application on the PMD: one port, its setup (receive modes, MAC and VLAN
+//! filters, VLAN offloads), one forwarding engine, testpmd-style statistics on the console,
+//! and a verdict as the exit code.
 //!
 //! The guest image and the in-process machine both run [`run`], so the two machines execute
 //! the same forwarding code and must produce the same frames and the same log.
@@ -8,11 +9,13 @@ pub mod config;
 pub mod txonly;
 
 use alloc::vec::Vec;
+use core::fmt::Write as _;
 
+use crate::console::Console;
 use crate::hal::Hal;
 use crate::harness::{event, exit, Harness};
-use crate::mbuf::{Mbuf, MbufPool, DEFAULT_DATA_ROOM, DEFAULT_HEADROOM};
-use crate::net::{Port, PortConfig};
+use crate::mbuf::{Mbuf, MbufPool};
+use crate::net::{features, Port, PortConfig, TX_VLAN};
 use crate::sprintln;
 pub use config::{Config, Mode};
 
@@ -25,6 +28,8 @@ const IDLE_POLLS_PER_HARNESS_CHECK: u32 = 256;
 pub struct FwdStats {
     pub rx: u64,
     pub tx: u64,
+    /// Frames the engine could not transmit (no mbufs to re-segment them).
+    pub dropped: u64,
 }
 
 /// Runs the application described by `cmdline` and returns its exit code
@@ -46,14 +51,16 @@ pub fn run<H: Hal>(hal: &H, cmdline: &str) -> u32 {
     }
     sprintln!(
         hal,
-        "vlab-pmd: mode={} burst={} rxd={} txd={} mbufs={}",
+        "vlab-pmd: mode={} burst={} rxd={} txd={} mbufs={} rxbuf={} transport={}",
         cfg.mode.name(),
         cfg.burst,
         cfg.rxd,
         cfg.txd,
-        cfg.pool_size()
+        cfg.pool_size(),
+        cfg.rxbuf,
+        cfg.transport.name()
     );
-    let pool = match MbufPool::new(hal, cfg.pool_size(), DEFAULT_HEADROOM, DEFAULT_DATA_ROOM) {
+    let pool = match MbufPool::new(hal, cfg.pool_size(), cfg.headroom, cfg.rxbuf) {
         Ok(p) => p,
         Err(e) => {
             sprintln!(hal, "vlab-pmd: mbuf pool: {e}");
@@ -61,12 +68,19 @@ pub fn run<H: Hal>(hal: &H, cmdline: &str) -> u32 {
         }
     };
     let port_cfg = PortConfig {
+        transport: cfg.transport,
         rx_ring: cfg.rxd,
         tx_ring: cfg.txd,
-        ..PortConfig::default()
+        features: cfg.features,
+        lsc: cfg.lsc,
+        vlan_strip: cfg.vlan_strip,
     };
     let mut port = match Port::open(hal, &pool, &port_cfg) {
         Ok(p) => p,
+        Err(e @ crate::net::Error::HeadroomTooSmall { .. }) => {
+            sprintln!(hal, "vlab-pmd: port 0: {e}");
+            return exit::BAD_CONFIG;
+        }
         Err(e) => {
             sprintln!(hal, "vlab-pmd: port 0: {e}");
             return exit::DEVICE_ERROR;
@@ -81,32 +95,29 @@ pub fn run<H: Hal>(hal: &H, cmdline: &str) -> u32 {
             a.used
         );
     }
-    let m = port.mac();
-    let link = port.link_up();
-    sprintln!(
-        hal,
-        "Port 0: {:02X}:{:02X}:{:02X}:{:02X}:{:02X}:{:02X} features {:#x} link {}",
-        m[0],
-        m[1],
-        m[2],
-        m[3],
-        m[4],
-        m[5],
-        port.features(),
-        if link { "up" } else { "down" }
-    );
+    print_port(hal, &port);
+    if let Err(why) = setup_port(hal, &mut port, &cfg) {
+        sprintln!(hal, "vlab-pmd: FAIL: port setup: {why}");
+        return exit::CHECK_FAILED;
+    }
     let harness = Harness::probe(hal);
-    if !link {
+    if !port.link_up() {
         sprintln!(hal, "vlab-pmd: FAIL: link is down");
         return exit::CHECK_FAILED;
     }
     harness.event(event::LINK_UP);
 
     harness.event(event::FWD_START);
-    let fwd = match cfg.mode {
-        Mode::Io | Mode::MacSwap | Mode::RxOnly => receive_loop(hal, &mut port, &harness, &cfg),
-        Mode::TxOnly => txonly_loop(hal, &mut port, &pool, &cfg),
+    let mut engine = Engine {
+        hal,
+        pool: &pool,
+        cfg: &cfg,
+        fwd: FwdStats::default(),
     };
+    match cfg.mode {
+        Mode::Io | Mode::MacSwap | Mode::RxOnly => engine.receive_loop(&mut port, &harness),
+        Mode::TxOnly => engine.txonly_loop(&mut port),
+    }
     // Every frame must have left before the verdict: wait for the device to return them.
     while port.tx_in_flight() != 0 {
         port.tx_cleanup();
@@ -114,9 +125,9 @@ pub fn run<H: Hal>(hal: &H, cmdline: &str) -> u32 {
     }
     harness.event(event::FWD_DONE);
 
+    let fwd = engine.fwd;
     print_stats(hal, &port, &fwd);
-    let verdict = check(&port, &harness, &cfg, &fwd);
-    match verdict {
+    match check(&port, &harness, &cfg, &fwd) {
         Ok(()) => {
             sprintln!(hal, "vlab-pmd: PASS");
             exit::PASS
@@ -128,6 +139,234 @@ pub fn run<H: Hal>(hal: &H, cmdline: &str) -> u32 {
     }
 }
 
+fn mac_str(m: [u8; 6]) -> impl core::fmt::Display {
+    struct Mac([u8; 6]);
+    impl core::fmt::Display for Mac {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            let m = self.0;
+            write!(
+                f,
+                "{:02X}:{:02X}:{:02X}:{:02X}:{:02X}:{:02X}",
+                m[0], m[1], m[2], m[3], m[4], m[5]
+            )
+        }
+    }
+    Mac(m)
+}
+
+fn print_port<H: Hal>(hal: &H, port: &Port<'_, H>) {
+    let mut c = Console::new(hal);
+    let _ = write!(
+        c,
+        "Port 0: {} {} transport, rxd={} txd={}, header {} bytes, features",
+        mac_str(port.mac()),
+        port.transport().name(),
+        port.rx_ring_size(),
+        port.tx_ring_size(),
+        port.hdr_len()
+    );
+    for (bit, name) in features::NAMES {
+        if port.features() & bit != 0 {
+            let _ = write!(c, " {name}");
+        }
+    }
+    if let Some(mtu) = port.mtu() {
+        let _ = write!(c, ", MTU {mtu}");
+    }
+    let _ = writeln!(c, ", link {}", if port.link_up() { "up" } else { "down" });
+}
+
+/// Applies the port setup the command line asks for, through the control queue. A command
+/// the device refuses is reported; one it cannot take at all fails the setup.
+fn setup_port<H: Hal>(
+    hal: &H,
+    port: &mut Port<'_, H>,
+    cfg: &Config,
+) -> Result<(), alloc::string::String> {
+    use alloc::format;
+    let has_rx = port.features() & features::CTRL_RX != 0;
+    if has_rx {
+        port.set_promiscuous(cfg.promisc)
+            .map_err(|e| format!("promiscuous: {e}"))?;
+        port.set_allmulticast(cfg.allmulti)
+            .map_err(|e| format!("all-multicast: {e}"))?;
+        sprintln!(
+            hal,
+            "Port 0: promiscuous {}, all-multicast {}",
+            if cfg.promisc { "on" } else { "off" },
+            if cfg.allmulti { "on" } else { "off" }
+        );
+    } else if !cfg.promisc || cfg.allmulti {
+        return Err("receive modes need VIRTIO_NET_F_CTRL_RX, which is not negotiated".into());
+    }
+    if let Some(mac) = cfg.mac_set {
+        port.set_mac_addr(mac)
+            .map_err(|e| format!("MAC address: {e}"))?;
+        sprintln!(hal, "Port 0: MAC address set to {}", mac_str(mac));
+    }
+    if !cfg.mac_add.is_empty() {
+        let (multi, uni): (Vec<[u8; 6]>, Vec<[u8; 6]>) =
+            cfg.mac_add.iter().partition(|m| m[0] & 1 != 0);
+        port.set_mac_table(&uni, &multi)
+            .map_err(|e| format!("MAC table: {e}"))?;
+        sprintln!(
+            hal,
+            "Port 0: MAC table: {} unicast, {} multicast",
+            uni.len(),
+            multi.len()
+        );
+    }
+    for &vid in &cfg.vlan_filter {
+        port.vlan_filter(vid, true)
+            .map_err(|e| format!("VLAN {vid}: {e}"))?;
+    }
+    if !cfg.vlan_filter.is_empty() {
+        sprintln!(hal, "Port 0: VLAN filter: {:?}", cfg.vlan_filter);
+    }
+    if let Some((class, cmd)) = cfg.ctrl_probe {
+        match port.ctrl_command(class, cmd, &[]) {
+            Ok(()) => sprintln!(hal, "Port 0: control command {class}.{cmd}: OK"),
+            Err(e) => sprintln!(hal, "Port 0: control command {class}.{cmd}: {e}"),
+        }
+    }
+    Ok(())
+}
+
+struct Engine<'c, 'a, H: Hal> {
+    hal: &'c H,
+    pool: &'a MbufPool,
+    cfg: &'c Config,
+    fwd: FwdStats,
+}
+
+impl<'a, H: Hal> Engine<'_, 'a, H> {
+    /// Notes link changes; returns whether the link is up.
+    fn link(&self, port: &mut Port<'a, H>) -> bool {
+        if let Some(up) = port.poll_link() {
+            sprintln!(self.hal, "Port 0: link {}", if up { "up" } else { "down" });
+        }
+        port.link_up()
+    }
+
+    /// Copies `m` into a chain of `piece`-byte segments.
+    fn split(&self, m: &Mbuf<'a>, piece: usize) -> Option<Mbuf<'a>> {
+        let mut head: Option<Mbuf<'a>> = None;
+        for s in m.segs() {
+            for chunk in s.data().chunks(piece) {
+                let mut seg = self.pool.alloc()?;
+                seg.append(chunk.len())?.copy_from_slice(chunk);
+                match head.as_mut() {
+                    Some(h) => h.append_seg(seg),
+                    None => head = Some(seg),
+                }
+            }
+        }
+        let mut h = head?;
+        h.set_vlan_tci(m.vlan_tci());
+        h.set_ol_flags(m.ol_flags());
+        Some(h)
+    }
+
+    /// What every transmitted frame goes through: VLAN insertion flags, re-segmenting.
+    fn prepare_tx(&mut self, pkts: &mut Vec<Mbuf<'a>>) {
+        if let Some(tci) = self.cfg.vlan_insert {
+            for m in pkts.iter_mut() {
+                m.set_vlan_tci(tci);
+                m.set_ol_flags(m.ol_flags() | TX_VLAN);
+            }
+        }
+        let piece = usize::from(self.cfg.txsplit);
+        if piece > 0 {
+            let mut out = Vec::with_capacity(pkts.len());
+            for m in pkts.drain(..) {
+                match self.split(&m, piece) {
+                    Some(s) => out.push(s),
+                    None => self.fwd.dropped += 1,
+                }
+            }
+            *pkts = out;
+        }
+    }
+
+    /// Transmits all of `pkts`, waiting for ring space (and for the link while it is down):
+    /// like testpmd with unlimited retries, so what comes out does not depend on timing.
+    fn send_all(&mut self, port: &mut Port<'a, H>, pkts: &mut Vec<Mbuf<'a>>) {
+        self.prepare_tx(pkts);
+        while !pkts.is_empty() {
+            if !self.link(port) {
+                self.hal.relax();
+                continue;
+            }
+            let sent = port.tx_burst(pkts);
+            if sent == 0 {
+                self.hal.relax();
+            }
+            self.fwd.tx += sent as u64;
+        }
+    }
+
+    /// io, macswap and rxonly: receive until the harness says the input is drained and one
+    /// more poll finds nothing (or, without a harness, until `expect` frames arrived).
+    fn receive_loop(&mut self, port: &mut Port<'a, H>, harness: &Harness<'_, H>) {
+        let burst = usize::from(self.cfg.burst);
+        let mut pkts: Vec<Mbuf<'a>> = Vec::with_capacity(burst);
+        let mut drained = false;
+        let mut idle = 0u32;
+        loop {
+            self.link(port);
+            let n = port.rx_burst(&mut pkts, burst);
+            if n == 0 {
+                if drained || (self.cfg.expect != 0 && self.fwd.rx >= self.cfg.expect) {
+                    break;
+                }
+                idle += 1;
+                self.hal.relax();
+                if idle == IDLE_POLLS_PER_HARNESS_CHECK {
+                    idle = 0;
+                    // Without a harness nothing says the input ended: run until `expect`.
+                    drained = harness.input_drained() == Some(true);
+                }
+                continue;
+            }
+            idle = 0;
+            self.fwd.rx += n as u64;
+            match self.cfg.mode {
+                Mode::RxOnly => {
+                    pkts.clear();
+                    continue;
+                }
+                Mode::MacSwap => pkts.iter_mut().for_each(swap_macs),
+                Mode::Io | Mode::TxOnly => {}
+            }
+            self.send_all(port, &mut pkts);
+        }
+    }
+
+    fn txonly_loop(&mut self, port: &mut Port<'a, H>) {
+        let burst = usize::from(self.cfg.burst);
+        let template = txonly::Template::new(usize::from(self.cfg.size), port.mac());
+        let mut pkts: Vec<Mbuf<'a>> = Vec::with_capacity(burst);
+        let mut seq = 0u64;
+        while seq < self.cfg.pkts {
+            while pkts.len() < burst && seq < self.cfg.pkts {
+                let Some(mut m) = self.pool.alloc() else {
+                    // Everything is in the tx ring: let the device return some.
+                    port.tx_cleanup();
+                    self.hal.relax();
+                    break;
+                };
+                let Some(frame) = m.append(template.len()) else {
+                    break;
+                };
+                template.fill(frame, seq);
+                pkts.push(m);
+                seq += 1;
+            }
+            self.send_all(port, &mut pkts);
+        }
+    }
+}
+
 fn swap_macs(m: &mut Mbuf<'_>) {
     let d = m.data_mut();
     if d.len() >= 12 {
@@ -135,91 +374,6 @@ fn swap_macs(m: &mut Mbuf<'_>) {
             d.swap(i, i + 6);
         }
     }
-}
-
-/// io, macswap and rxonly: receive until the harness says the input is drained and one more
-/// poll finds nothing.
-fn receive_loop<H: Hal>(
-    hal: &H,
-    port: &mut Port<'_, H>,
-    harness: &Harness<'_, H>,
-    cfg: &Config,
-) -> FwdStats {
-    let burst = usize::from(cfg.burst);
-    let mut pkts: Vec<Mbuf<'_>> = Vec::with_capacity(burst);
-    let mut fwd = FwdStats::default();
-    let mut drained = false;
-    let mut idle = 0u32;
-    loop {
-        let n = port.rx_burst(&mut pkts, burst);
-        if n == 0 {
-            if drained {
-                break;
-            }
-            idle += 1;
-            hal.relax();
-            if idle == IDLE_POLLS_PER_HARNESS_CHECK {
-                idle = 0;
-                // Without a harness nothing says the input ended: run until stopped.
-                drained = harness.input_drained() == Some(true);
-            }
-            continue;
-        }
-        idle = 0;
-        fwd.rx += n as u64;
-        match cfg.mode {
-            Mode::RxOnly => {
-                pkts.clear();
-                continue;
-            }
-            Mode::MacSwap => pkts.iter_mut().for_each(swap_macs),
-            Mode::Io | Mode::TxOnly => {}
-        }
-        // Like testpmd with unlimited tx retries: a frame waits for ring space rather than
-        // being dropped, so what comes out does not depend on timing.
-        while !pkts.is_empty() {
-            let sent = port.tx_burst(&mut pkts);
-            if sent == 0 {
-                hal.relax();
-            }
-            fwd.tx += sent as u64;
-        }
-    }
-    fwd
-}
-
-fn txonly_loop<'a, H: Hal>(
-    hal: &H,
-    port: &mut Port<'a, H>,
-    pool: &'a MbufPool,
-    cfg: &Config,
-) -> FwdStats {
-    let burst = usize::from(cfg.burst);
-    let template = txonly::Template::new(usize::from(cfg.size), port.mac());
-    let mut pkts: Vec<Mbuf<'a>> = Vec::with_capacity(burst);
-    let mut fwd = FwdStats::default();
-    let mut seq = 0u64;
-    while seq < cfg.pkts || !pkts.is_empty() {
-        while pkts.len() < burst && seq < cfg.pkts {
-            let Some(mut m) = pool.alloc() else {
-                // Everything is in the tx ring: let the device return some.
-                port.tx_cleanup();
-                break;
-            };
-            let Some(frame) = m.append(template.len()) else {
-                break;
-            };
-            template.fill(frame, seq);
-            pkts.push(m);
-            seq += 1;
-        }
-        let sent = port.tx_burst(&mut pkts);
-        if sent == 0 {
-            hal.relax();
-        }
-        fwd.tx += sent as u64;
-    }
-    fwd
 }
 
 fn print_stats<H: Hal>(hal: &H, port: &Port<'_, H>, fwd: &FwdStats) {
@@ -240,8 +394,8 @@ fn print_stats<H: Hal>(hal: &H, port: &Port<'_, H>, fwd: &FwdStats) {
         hal,
         "  TX-packets: {:<14} TX-dropped: {:<14} TX-total: {}",
         s.opackets,
-        s.oerrors,
-        s.opackets + s.oerrors
+        s.oerrors + fwd.dropped,
+        s.opackets + s.oerrors + fwd.dropped
     );
     sprintln!(
         hal,
@@ -268,6 +422,14 @@ fn print_stats<H: Hal>(hal: &H, port: &Port<'_, H>, fwd: &FwdStats) {
         s.oerrors,
         s.obytes
     );
+    if s.link_down + s.link_up > 0 {
+        sprintln!(
+            hal,
+            "  Link-down: {:<10} Link-up: {}",
+            s.link_down,
+            s.link_up
+        );
+    }
     sprintln!(
         hal,
         "  ############################################################################"
@@ -283,8 +445,14 @@ fn check<H: Hal>(
 ) -> Result<(), alloc::string::String> {
     use alloc::format;
     let s = &port.stats;
-    if s.ierrors != 0 || s.oerrors != 0 {
-        return Err(format!("{} rx errors, {} tx errors", s.ierrors, s.oerrors));
+    if s.ierrors != 0 || s.oerrors != 0 || fwd.dropped != 0 {
+        return Err(format!(
+            "{} rx errors, {} tx errors, {} frames dropped",
+            s.ierrors, s.oerrors, fwd.dropped
+        ));
+    }
+    if !port.link_up() {
+        return Err("the link is down at the end".into());
     }
     match cfg.mode {
         Mode::TxOnly => {

@@ -14,7 +14,7 @@ use pmd::hal::{Dma, Hal, Width};
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
 use super::{pin, supervise, Error};
-use crate::board::Board;
+use crate::board::{Board, MsiCounter};
 use crate::bus::Bus;
 use crate::layout;
 
@@ -23,6 +23,7 @@ struct StopRequested;
 
 struct InProcessHal {
     bus: Arc<Bus>,
+    irq: Arc<MsiCounter>,
     /// Keeps the mapping behind `host_base` alive.
     _mem: Arc<Memory>,
     host_base: NonNull<u8>,
@@ -34,7 +35,7 @@ struct InProcessHal {
 
 impl InProcessHal {
     /// Built on the driver thread: the HAL is not `Send` (its allocator is a `Cell`).
-    fn new(bus: Arc<Bus>, mem: Arc<Memory>, stop: Arc<AtomicBool>) -> Self {
+    fn new(bus: Arc<Bus>, irq: Arc<MsiCounter>, mem: Arc<Memory>, stop: Arc<AtomicBool>) -> Self {
         let dma_start = layout::INPROCESS_DMA_START;
         let region = mem
             .find_region(GuestAddress(dma_start))
@@ -45,6 +46,7 @@ impl InProcessHal {
             .expect("the DMA window start is inside RAM");
         Self {
             bus,
+            irq,
             _mem: mem,
             host_base: NonNull::new(host).expect("mmap never returns null"),
             dma_start,
@@ -124,12 +126,22 @@ unsafe impl Hal for InProcessHal {
         self.check_stop();
         std::hint::spin_loop();
     }
+
+    fn interrupts_available(&self) -> bool {
+        true
+    }
+
+    fn interrupt_count(&self, vector: u8) -> u32 {
+        self.irq.count(vector)
+    }
 }
 
-/// Runs the testpmd application described by `cmdline` on a host thread against `board`.
-/// Returns the exit code the application wrote to the exit port.
+/// Runs the testpmd application described by `cmdline` on a host thread against `board`,
+/// whose MSI messages `irq` counts. Returns the exit code the application wrote to the exit
+/// port.
 pub fn run(
     board: &Board,
+    irq: Arc<MsiCounter>,
     cmdline: &str,
     timeout: Duration,
     guest_cpu: Option<usize>,
@@ -149,7 +161,7 @@ pub fn run(
         .name("vlab-pmd".into())
         .spawn(move || {
             pin(guest_cpu);
-            let hal = InProcessHal::new(bus, mem, hal_stop);
+            let hal = InProcessHal::new(bus, irq, mem, hal_stop);
             let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
                 let code = pmd::testpmd::run(&hal, &cmdline);
                 pmd::harness::exit(&hal, code);

@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use kvm_bindings::{kvm_segment, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES};
+use device_model::virtio::{MsiMessage, MsiSink};
+use kvm_bindings::{kvm_msi, kvm_segment, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{IoEventAddress, Kvm, NoDatamatch, VcpuExit, VcpuFd, VmFd};
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
@@ -18,6 +19,10 @@ use super::{inprocess::panic_message, pin, supervise, Error as MachineError};
 use crate::board::Board;
 use crate::boot::{self, Entry};
 use crate::bus::{Bus, PioEffect};
+
+/// CPUID leaf 1: ECX bit 21 (x2APIC), EDX bit 9 (on-chip APIC).
+const CPUID_X2APIC: u32 = 1 << 21;
+const CPUID_APIC: u32 = 1 << 9;
 
 /// Real-time signal that kicks the vCPU thread out of KVM_RUN.
 fn kick_signal() -> i32 {
@@ -65,72 +70,139 @@ fn ioctl(what: &'static str) -> impl Fn(kvm_ioctls::Error) -> Error {
     move |source| Error::Ioctl { what, source }
 }
 
-/// Runs `image` with `cmdline` on a KVM vCPU against `board` until the guest writes the exit
-/// port. Returns the exit code.
-pub fn run(
-    board: &Board,
-    kvm_device: &std::path::Path,
-    image: &std::path::Path,
-    cmdline: &str,
-    timeout: Duration,
-    guest_cpu: Option<usize>,
-) -> Result<u32, MachineError> {
-    let open_err = |source| Error::Open {
-        path: kvm_device.to_owned(),
-        source,
-    };
-    let c_path = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(
-        kvm_device.as_os_str(),
-    ))
-    .map_err(|_| open_err(kvm_ioctls::Error::new(libc::EINVAL)))?;
-    let kvm = Kvm::new_with_path(&c_path).map_err(open_err)?;
-    let vm = kvm.create_vm().map_err(ioctl("create VM"))?;
-    map_memory(&vm, board)?;
-    let entry = boot::load_pvh(&board.mem, board.ram, image, cmdline).map_err(Error::Boot)?;
-    let vcpu = vm.create_vcpu(0).map_err(ioctl("create vCPU"))?;
-    let cpuid = kvm
-        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-        .map_err(ioctl("get supported CPUID"))?;
-    vcpu.set_cpuid2(&cpuid).map_err(ioctl("set CPUID"))?;
-    set_pvh_registers(&vcpu, entry)?;
-    let mut ioevents = IoEvents::default();
-    ioevents.sync(&vm, board)?;
-    // The routes the firmware set up are registered now; only a guest moving a BAR makes
-    // them change again (each KVM_IOEVENTFD costs an SRCU grace period: milliseconds).
-    board.bus.pci().take_routes_changed();
+/// A KVM VM before it has a board: created first so that the board's interrupt sink can
+/// be the VM itself.
+pub struct KvmVm {
+    kvm: Kvm,
+    vm: Arc<VmFd>,
+    irqchip: bool,
+}
 
-    register_signal_handler(kick_signal(), kick_handler).map_err(Error::Signal)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = mpsc::channel();
-    let bus = board.bus.clone();
-    let thread_stop = stop.clone();
-    let thread_board = BoardRefs {
-        bus: board.bus.clone(),
-        net: board.net.clone(),
-    };
-    let thread = std::thread::Builder::new()
-        .name("vlab-vcpu0".into())
-        .spawn(move || {
-            pin(guest_cpu);
-            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                vcpu_loop(vcpu, &vm, &thread_board, &mut ioevents, &thread_stop)
-            }));
-            let r = match r {
-                Ok(r) => r.map_err(MachineError::from),
-                Err(p) => Err(MachineError::DriverPanicked(panic_message(&*p))),
-            };
-            let _ = tx.send(r);
-        })
-        .map_err(|e| MachineError::DriverPanicked(format!("spawning the vCPU thread: {e}")))?;
-    let r = supervise(&rx, &board.net_stats, timeout, || {
-        stop.store(true, Ordering::Release);
-        let _ = thread.kill(kick_signal());
-    });
-    drop(bus);
-    if !matches!(r, Err(MachineError::Unresponsive(_))) {
-        let _ = thread.join();
+/// MSI delivery through KVM_SIGNAL_MSI into the in-kernel local APIC.
+struct KvmMsi {
+    vm: Arc<VmFd>,
+}
+
+impl MsiSink for KvmMsi {
+    fn send(&self, msg: MsiMessage) {
+        let m = kvm_msi {
+            address_lo: msg.addr as u32,
+            address_hi: (msg.addr >> 32) as u32,
+            data: msg.data,
+            ..Default::default()
+        };
+        if let Err(e) = self.vm.signal_msi(m) {
+            tracing::warn!("KVM_SIGNAL_MSI {msg:?}: {e}");
+        }
     }
-    r
+}
+
+impl KvmVm {
+    /// Opens `kvm_device` and creates a VM; with `irqchip`, an in-kernel interrupt
+    /// controller too (it costs milliseconds, so only runs that take interrupts have one).
+    pub fn new(kvm_device: &std::path::Path, irqchip: bool) -> Result<Self, Error> {
+        let open_err = |source| Error::Open {
+            path: kvm_device.to_owned(),
+            source,
+        };
+        let c_path = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(
+            kvm_device.as_os_str(),
+        ))
+        .map_err(|_| open_err(kvm_ioctls::Error::new(libc::EINVAL)))?;
+        let kvm = Kvm::new_with_path(&c_path).map_err(open_err)?;
+        let vm = kvm.create_vm().map_err(ioctl("create VM"))?;
+        if irqchip {
+            vm.create_irq_chip()
+                .map_err(ioctl("create the in-kernel irqchip"))?;
+        }
+        Ok(Self {
+            kvm,
+            vm: Arc::new(vm),
+            irqchip,
+        })
+    }
+
+    /// Where the board's MSI messages go: the VM's local APIC, or nowhere without one.
+    pub fn msi_sink(&self) -> Arc<dyn MsiSink> {
+        if self.irqchip {
+            Arc::new(KvmMsi {
+                vm: self.vm.clone(),
+            })
+        } else {
+            Arc::new(crate::board::MsiCounter::default())
+        }
+    }
+
+    /// Runs `image` with `cmdline` on a vCPU against `board` until the guest writes the
+    /// exit port. Returns the exit code.
+    pub fn run(
+        self,
+        board: &Board,
+        image: &std::path::Path,
+        cmdline: &str,
+        timeout: Duration,
+        guest_cpu: Option<usize>,
+    ) -> Result<u32, MachineError> {
+        let vm = &self.vm;
+        map_memory(vm, board)?;
+        let entry = boot::load_pvh(&board.mem, board.ram, image, cmdline).map_err(Error::Boot)?;
+        let vcpu = vm.create_vcpu(0).map_err(ioctl("create vCPU"))?;
+        let mut cpuid = self
+            .kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(ioctl("get supported CPUID"))?;
+        for e in cpuid.as_mut_slice() {
+            if e.function == 1 {
+                if self.irqchip {
+                    e.ecx |= CPUID_X2APIC;
+                } else {
+                    // No local APIC without the irqchip: say so, and the guest leaves it
+                    // alone (its ring 0 enables x2APIC only when CPUID offers it).
+                    e.ecx &= !CPUID_X2APIC;
+                    e.edx &= !CPUID_APIC;
+                }
+            }
+        }
+        vcpu.set_cpuid2(&cpuid).map_err(ioctl("set CPUID"))?;
+        set_pvh_registers(&vcpu, entry)?;
+        let mut ioevents = IoEvents::default();
+        ioevents.sync(vm, board)?;
+        // The routes the firmware set up are registered now; only a guest moving a BAR makes
+        // them change again (each KVM_IOEVENTFD costs an SRCU grace period: milliseconds).
+        board.bus.pci().take_routes_changed();
+
+        register_signal_handler(kick_signal(), kick_handler).map_err(Error::Signal)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel();
+        let thread_stop = stop.clone();
+        let thread_board = BoardRefs {
+            bus: board.bus.clone(),
+            net: board.net.clone(),
+        };
+        let thread_vm = self.vm.clone();
+        let thread = std::thread::Builder::new()
+            .name("vlab-vcpu0".into())
+            .spawn(move || {
+                pin(guest_cpu);
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    vcpu_loop(vcpu, &thread_vm, &thread_board, &mut ioevents, &thread_stop)
+                }));
+                let r = match r {
+                    Ok(r) => r.map_err(MachineError::from),
+                    Err(p) => Err(MachineError::DriverPanicked(panic_message(&*p))),
+                };
+                let _ = tx.send(r);
+            })
+            .map_err(|e| MachineError::DriverPanicked(format!("spawning the vCPU thread: {e}")))?;
+        let r = supervise(&rx, &board.net_stats, timeout, || {
+            stop.store(true, Ordering::Release);
+            let _ = thread.kill(kick_signal());
+        });
+        if !matches!(r, Err(MachineError::Unresponsive(_))) {
+            let _ = thread.join();
+        }
+        r
+    }
 }
 
 extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {

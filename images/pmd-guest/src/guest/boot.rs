@@ -70,9 +70,23 @@ long_entry:
     lidt idt_ptr
     movq $kernel_stack_top, %rsp
     movl %ebx, %edi              /* start_info: first argument of ring3_entry */
-    pushq $0x23                  /* SS: user data, RPL 3 */
+    /* x2APIC, when CPUID offers it (vlab does only with an interrupt controller). */
+    movl $1, %eax
+    cpuid
+    testl $(1 << 21), %ecx
+    jz 1f
+    movl $0x1b, %ecx             /* IA32_APIC_BASE */
+    rdmsr
+    orl $0xc00, %eax             /* enable, x2APIC mode */
+    wrmsr
+    movl $0x80f, %ecx            /* spurious-interrupt vector register */
+    movl $0x1ff, %eax            /* APIC software enable, spurious vector 0xff */
+    xorl %edx, %edx
+    wrmsr
+    movb $1, apic_present
+1:  pushq $0x23                  /* SS: user data, RPL 3 */
     pushq $user_stack_top        /* RSP */
-    pushq $0x3002                /* RFLAGS: IOPL=3, IF=0 (kvm_pvm also wants the TSS bitmap) */
+    pushq $0x3202                /* RFLAGS: IOPL=3, IF=1 (kvm_pvm also wants the TSS bitmap) */
     pushq $0x1b                  /* CS: user code, RPL 3 */
     pushq $ring3_entry           /* RIP */
     iretq
@@ -108,6 +122,29 @@ exception_common:
     movl $5, %eax
     outl %eax, %dx
 2:  jmp 2b
+
+    /* ---------------- interrupts (ring 0) ----------------
+       The configuration-change MSI counts itself and is acknowledged; ring 3 polls the
+       counts. Spurious interrupts take no EOI. */
+    .balign 16
+    .globl irq_config
+irq_config:
+    pushq %rax
+    pushq %rcx
+    pushq %rdx
+    lock incl irq_counts + 4 * 0x40
+    movl $0x80b, %ecx            /* x2APIC EOI */
+    xorl %eax, %eax
+    xorl %edx, %edx
+    wrmsr
+    popq %rdx
+    popq %rcx
+    popq %rax
+    iretq
+    .balign 16
+    .globl irq_spurious
+irq_spurious:
+    iretq
     .popsection
 
     /* ---------------- ring 3 entry ---------------- */
@@ -137,6 +174,10 @@ gdt_tss:
     .quad 0x0000890000002068     /* 0x28 64-bit TSS, limit 104 + 8 KiB bitmap, base patched at entry */
     .quad 0
 gdt_end:
+    /* Set by ring 0, so not in .bss (which ring 3 zeroes). */
+    .globl apic_present
+apic_present:
+    .byte 0
 gdt_ptr:
     .word gdt_end - gdt - 1
     .quad gdt
@@ -183,6 +224,9 @@ pd:
     .globl idt
 idt:
     .skip 256 * 16
+    .globl irq_counts
+irq_counts:
+    .skip 256 * 4
     .popsection
 
     .pushsection .stack, "aw", @nobits
@@ -198,28 +242,61 @@ user_stack_top:
     options(att_syntax)
 );
 
+/// Vector of the configuration-change interrupt (`pmd::net::CONFIG_VECTOR`).
+const CONFIG_VECTOR: usize = pmd::net::CONFIG_VECTOR as usize;
+const SPURIOUS_VECTOR: usize = 0xff;
+
 extern "C" {
     static exception_stubs: u8;
+    static irq_config: u8;
+    static irq_spurious: u8;
     static mut idt: [u64; 512];
+    static irq_counts: [u32; 256];
+    static apic_present: u8;
 }
 
-/// Points the 32 exception vectors at their stubs. Done here in ring 3 (the IDT page is
-/// user-writable) because each of these stores would cost an emulated instruction in ring 0.
+/// Whether ring 0 found and enabled an x2APIC.
+pub fn apic_enabled() -> bool {
+    // SAFETY: a byte in .data that only ring 0 writes, before ring 3 starts.
+    unsafe { core::ptr::addr_of!(apic_present).read_volatile() != 0 }
+}
+
+/// Interrupts with `vector` taken so far.
+pub fn interrupt_count(vector: u8) -> u32 {
+    // SAFETY: the table has 256 entries; the interrupt handler updates them atomically.
+    unsafe {
+        core::ptr::addr_of!(irq_counts)
+            .cast::<u32>()
+            .add(usize::from(vector))
+            .read_volatile()
+    }
+}
+
+fn set_gate(v: usize, handler: u64) {
+    let low = (handler & 0xffff)
+        | u64::from(KERNEL_CS) << 16
+        | u64::from(INTERRUPT_GATE) << 40
+        | ((handler >> 16) & 0xffff) << 48;
+    let high = handler >> 32;
+    // SAFETY: `idt` is the 4 KiB table in .bss that `lidt` loaded; vector `v < 256` has
+    // its two quadwords at 2v and 2v + 1. Only `fill_idt` writes it, once, before any
+    // interrupt is possible.
+    unsafe {
+        let p = core::ptr::addr_of_mut!(idt).cast::<u64>();
+        p.add(2 * v).write_volatile(low);
+        p.add(2 * v + 1).write_volatile(high);
+    }
+}
+
+/// Points the 32 exception vectors at their stubs and the interrupt vectors at their
+/// handlers. Done here in ring 3 (the IDT page is user-writable) because each of these
+/// stores would cost an emulated instruction in ring 0. Interrupts are enabled in ring 3's
+/// RFLAGS, but none can arrive before the driver programs a vector.
 pub fn fill_idt() {
     let base = core::ptr::addr_of!(exception_stubs) as u64;
     for v in 0..EXCEPTIONS {
-        let handler = base + v as u64 * STUB_SIZE;
-        let low = (handler & 0xffff)
-            | u64::from(KERNEL_CS) << 16
-            | u64::from(INTERRUPT_GATE) << 40
-            | ((handler >> 16) & 0xffff) << 48;
-        let high = handler >> 32;
-        // SAFETY: `idt` is the 4 KiB table in .bss that `lidt` loaded; vector `v < 32` has
-        // its two quadwords at 2v and 2v + 1. Only this function writes it, once.
-        unsafe {
-            let p = core::ptr::addr_of_mut!(idt).cast::<u64>();
-            p.add(2 * v).write_volatile(low);
-            p.add(2 * v + 1).write_volatile(high);
-        }
+        set_gate(v, base + v as u64 * STUB_SIZE);
     }
+    set_gate(CONFIG_VECTOR, core::ptr::addr_of!(irq_config) as u64);
+    set_gate(SPURIOUS_VECTOR, core::ptr::addr_of!(irq_spurious) as u64);
 }

@@ -161,6 +161,14 @@ unsafe impl Hal for GuestHal {
         }
     }
 
+    fn interrupts_available(&self) -> bool {
+        super::boot::apic_enabled()
+    }
+
+    fn interrupt_count(&self, vector: u8) -> u32 {
+        super::boot::interrupt_count(vector)
+    }
+
     fn cycles(&self) -> u64 {
         // SAFETY: `rdtsc` is unprivileged unless CR4.TSD is set, which this guest never sets.
         unsafe { core::arch::x86_64::_rdtsc() }

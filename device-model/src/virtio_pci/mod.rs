@@ -4,7 +4,10 @@
 //! BAR layout, as QEMU's virtio-pci lays it out so drivers see a familiar device:
 //! BAR1 holds the MSI-X table (0x000) and PBA (0x800); BAR4 (64-bit) holds the common
 //! configuration (0x0000), the ISR (0x1000), the device configuration (0x2000) and the
-//! notification area (0x3000, one 4-byte slot per queue).
+//! notification area (0x3000, one 4-byte slot per queue). A transitional device also has the
+//! legacy interface in an I/O BAR0 ([`legacy`]).
+
+mod legacy;
 
 use std::sync::atomic::{AtomicU16, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,6 +22,8 @@ use crate::virtio::{
     features, status, Activation, ActiveQueue, Health, Interrupt, Memory, MsiSink, VirtioDevice,
 };
 
+pub const LEGACY_BAR: u8 = 0;
+pub const LEGACY_BAR_SIZE: u64 = 0x40;
 pub const MSIX_BAR: u8 = 1;
 pub const MSIX_BAR_SIZE: u64 = 0x1000;
 const MSIX_PBA_OFFSET: u64 = 0x800;
@@ -37,6 +42,19 @@ pub const NO_VECTOR: u16 = 0xffff;
 const VIRTIO_VENDOR: u16 = 0x1af4;
 /// Modern devices have PCI device ID 0x1040 + virtio device type.
 const MODERN_DEVICE_BASE: u16 = 0x1040;
+/// Transitional devices have 0x1000 + virtio device type - 1 (net: 0x1000).
+const TRANSITIONAL_DEVICE_BASE: u16 = 0x0fff;
+
+/// How the transport presents itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    /// A transitional device: PCI ID 0x1000 + type - 1 and the legacy interface in an I/O
+    /// BAR0, beside the modern one.
+    pub transitional: bool,
+    /// The queue size is fixed at the device's maximum: writes of another size are refused,
+    /// as QEMU's fixed 256 and every legacy device do.
+    pub fixed_queue_size: bool,
+}
 
 /// `cfg_type` of the virtio vendor capabilities.
 mod cfg_type {
@@ -157,6 +175,9 @@ pub struct VirtioPciDevice<D: VirtioDevice> {
     kicks: Vec<EventFd>,
     interrupt: Arc<PciInterrupt>,
     health: Arc<Health>,
+    options: Options,
+    /// The driver uses the legacy interface (it touched BAR0 since the last reset).
+    legacy: bool,
     pub stats: TransportStats,
 }
 
@@ -178,23 +199,46 @@ fn vendor_cap(ty: u8, bar: u8, offset: u64, length: u64, extra: &[u8]) -> Vec<u8
 
 impl<D: VirtioDevice> VirtioPciDevice<D> {
     /// Wraps `device`. Its BARs start unassigned: the VMM programs them as firmware would.
-    pub fn new(device: D, mem: Arc<Memory>, sink: Arc<dyn MsiSink>) -> Result<Self, Error> {
+    pub fn new(
+        device: D,
+        mem: Arc<Memory>,
+        sink: Arc<dyn MsiSink>,
+        options: Options,
+    ) -> Result<Self, Error> {
         let max_sizes = device.queue_max_sizes();
         if max_sizes.is_empty() || max_sizes.len() > 64 {
             return Err(Error::QueueCount(max_sizes.len()));
         }
         let num_queues = max_sizes.len() as u16;
-        let mut config = PciConfig::new(PciIds {
-            vendor: VIRTIO_VENDOR,
-            device: MODERN_DEVICE_BASE + device.device_type(),
-            class: 0x02,
-            subclass: 0x00,
-            prog_if: 0,
-            // Modern-only devices have revision 1 or higher (4.1.2.1).
-            revision: 1,
-            subsystem_vendor: VIRTIO_VENDOR,
-            subsystem: 0x40,
+        let mut config = PciConfig::new(if options.transitional {
+            PciIds {
+                vendor: VIRTIO_VENDOR,
+                device: TRANSITIONAL_DEVICE_BASE + device.device_type(),
+                class: 0x02,
+                subclass: 0x00,
+                prog_if: 0,
+                // Transitional devices have revision 0 and the device type as subsystem ID
+                // (4.1.2.3).
+                revision: 0,
+                subsystem_vendor: VIRTIO_VENDOR,
+                subsystem: device.device_type(),
+            }
+        } else {
+            PciIds {
+                vendor: VIRTIO_VENDOR,
+                device: MODERN_DEVICE_BASE + device.device_type(),
+                class: 0x02,
+                subclass: 0x00,
+                prog_if: 0,
+                // Modern-only devices have revision 1 or higher (4.1.2.1).
+                revision: 1,
+                subsystem_vendor: VIRTIO_VENDOR,
+                subsystem: 0x40,
+            }
         });
+        if options.transitional {
+            config.add_bar(LEGACY_BAR, BarKind::Io, LEGACY_BAR_SIZE, 0);
+        }
         config.add_bar(MSIX_BAR, BarKind::Mem32, MSIX_BAR_SIZE, 0);
         config.add_bar(MODERN_BAR, BarKind::Mem64, MODERN_BAR_SIZE, 0);
         let vectors = num_queues + 1;
@@ -250,6 +294,8 @@ impl<D: VirtioDevice> VirtioPciDevice<D> {
             kicks,
             interrupt,
             health: Arc::new(Health::default()),
+            options,
+            legacy: false,
             stats: TransportStats::default(),
         })
     }
@@ -325,10 +371,17 @@ impl<D: VirtioDevice> VirtioPciDevice<D> {
             let _ = k.read();
         }
         self.health.clear();
+        self.legacy = false;
     }
 
+    /// A modern driver must accept VERSION_1; a legacy one cannot see it (32 feature bits).
     fn features_acceptable(&self, f: u64) -> bool {
-        f & !self.device.features() == 0 && f & features::VERSION_1 != 0
+        let offered = self.device.features();
+        if self.legacy {
+            f & !(offered & 0xffff_ffff) == 0
+        } else {
+            f & !offered == 0 && f & features::VERSION_1 != 0
+        }
     }
 
     fn set_status(&mut self, value: u8) {
@@ -352,7 +405,16 @@ impl<D: VirtioDevice> VirtioPciDevice<D> {
             new &= !status::FEATURES_OK;
         }
         if new & status::DRIVER_OK != 0 && old & status::DRIVER_OK == 0 {
-            if new & status::FEATURES_OK == 0 {
+            if self.legacy {
+                // The legacy interface has no FEATURES_OK: features are checked here.
+                if self.features_acceptable(self.driver_features) {
+                    self.activate();
+                } else {
+                    self.stats.refused_features += 1;
+                    self.health
+                        .fail("legacy driver accepted features the device did not offer");
+                }
+            } else if new & status::FEATURES_OK == 0 {
                 self.health.fail("DRIVER_OK without FEATURES_OK");
             } else {
                 self.activate();
@@ -503,10 +565,11 @@ impl<D: VirtioDevice> VirtioPciDevice<D> {
             (common::QUEUE_SELECT, 2) => self.queue_select = v as u16,
             (common::QUEUE_SIZE, 2) => {
                 let size = v as u16;
-                let ok = self
-                    .queues
-                    .get(qs)
-                    .is_some_and(|q| size.is_power_of_two() && size <= q.max_size);
+                let ok = self.queues.get(qs).is_some_and(|q| {
+                    size.is_power_of_two()
+                        && size <= q.max_size
+                        && (!self.options.fixed_queue_size || size == q.max_size)
+                });
                 if queue_writable && ok {
                     self.queues[qs].size = size;
                 } else {
@@ -648,6 +711,7 @@ impl<D: VirtioDevice> PciDevice for VirtioPciDevice<D> {
                 }
             }
             MODERN_BAR => self.modern_read(offset, data),
+            LEGACY_BAR if self.options.transitional => self.legacy_read(offset, data),
             _ => data.fill(0),
         }
     }
@@ -664,6 +728,7 @@ impl<D: VirtioDevice> PciDevice for VirtioPciDevice<D> {
                 sent.into_iter().for_each(|m| self.interrupt.sink.send(m));
             }
             MODERN_BAR => self.modern_write(offset, data),
+            LEGACY_BAR if self.options.transitional => self.legacy_write(offset, data),
             _ => {}
         }
     }

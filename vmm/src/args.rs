@@ -1,0 +1,246 @@
+//! The settings of a run that both the command line (`vlab run --...`) and a case file
+//! (`[guest]` and `[device]` tables) give: one definition, so the two cannot drift apart.
+//!
+//! [`GuestArgs`] become the guest application's command line (`pmd::testpmd::Config`);
+//! [`DeviceArgs`] configure the virtio-net device and its transport.
+
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use device_model::net::{features, LinkFlap, NetConfig, DEFAULT_MAX_FRAME, MAX_FRAME_LIMIT};
+use device_model::virtio_pci::Options;
+use serde::Deserialize;
+
+/// Which virtio interface the guest's driver uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// Memory BARs found through virtio capabilities (virtio 1.x).
+    #[default]
+    Modern,
+    /// The I/O BAR of a transitional device, through port I/O (as DPDK without uio).
+    Legacy,
+}
+
+impl Transport {
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Modern => "modern",
+            Transport::Legacy => "legacy",
+        }
+    }
+}
+
+/// The guest application's port setup. Unset values take the application's defaults
+/// (testpmd's: promiscuous on, rings of 256, bursts of 32, every feature asked for).
+#[derive(Clone, Debug, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct GuestArgs {
+    /// Rx and tx ring size the driver asks for (a power of two, 1-32768).
+    #[arg(long, value_parser = ring_size)]
+    pub ring: Option<u16>,
+    /// Frames per rx/tx burst (1-512).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=512))]
+    pub burst: Option<u16>,
+    /// txonly: number of frames to send.
+    #[arg(long)]
+    pub pkts: Option<u64>,
+    /// txonly: frame size in bytes, without FCS (50-1518).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(50..=1518))]
+    pub size: Option<u16>,
+    /// Virtio interface the driver uses.
+    #[arg(long, value_enum)]
+    pub transport: Option<Transport>,
+    /// Ask for mergeable rx buffers (VIRTIO_NET_F_MRG_RXBUF).
+    #[arg(long, value_name = "BOOL")]
+    pub mrg: Option<bool>,
+    /// Ask for VIRTIO_F_EVENT_IDX (notification suppression by index; flags without it).
+    #[arg(long, value_name = "BOOL")]
+    pub event_idx: Option<bool>,
+    /// Ask for indirect descriptors (VIRTIO_F_INDIRECT_DESC) for multi-segment tx.
+    #[arg(long, value_name = "BOOL")]
+    pub indirect: Option<bool>,
+    /// Ask for the control queue and its commands (CTRL_VQ, CTRL_RX, CTRL_VLAN, CTRL_MAC_ADDR).
+    #[arg(long, value_name = "BOOL")]
+    pub ctrl: Option<bool>,
+    /// Promiscuous mode (testpmd's default is on); needs the control queue to turn off.
+    #[arg(long, value_name = "BOOL")]
+    pub promisc: Option<bool>,
+    /// All-multicast mode.
+    #[arg(long, value_name = "BOOL")]
+    pub allmulti: Option<bool>,
+    /// MAC addresses to accept besides the port's own: unicast ones fill the unicast table,
+    /// multicast ones the multicast table.
+    #[arg(long, value_name = "MAC,...", value_delimiter = ',')]
+    #[serde(default)]
+    pub mac_add: Vec<String>,
+    /// Set the port's MAC address through the control queue.
+    #[arg(long, value_name = "MAC")]
+    pub mac_set: Option<String>,
+    /// VLAN IDs to accept (enables VLAN filtering).
+    #[arg(long, value_name = "VID,...", value_delimiter = ',')]
+    #[serde(default)]
+    pub vlan_filter: Vec<u16>,
+    /// Strip VLAN tags on receive, in software (the TCI goes into the mbuf).
+    #[arg(long, value_name = "BOOL")]
+    pub vlan_strip: Option<bool>,
+    /// Insert a VLAN tag with this TCI on transmit, in software.
+    #[arg(long, value_name = "TCI")]
+    pub vlan_insert: Option<u16>,
+    /// Rx buffer size (mbuf data room) in bytes: small ones make frames span buffers.
+    #[arg(long, value_name = "BYTES")]
+    pub rxbuf: Option<u16>,
+    /// Mbuf headroom in bytes; the PMD refuses one smaller than the virtio-net header.
+    #[arg(long, value_name = "BYTES")]
+    pub headroom: Option<u16>,
+    /// Re-segment every transmitted frame into pieces of this many bytes (scattered tx).
+    #[arg(long, value_name = "BYTES")]
+    pub txsplit: Option<u16>,
+    /// Follow the link state through configuration-change interrupts.
+    #[arg(long, value_name = "BOOL")]
+    pub lsc: Option<bool>,
+    /// Stop after receiving this many frames (for VMMs without vlab's harness ports).
+    #[arg(long, value_name = "N")]
+    pub expect: Option<u64>,
+    /// Send control command CLASS.CMD and report the device's answer (e.g. 3.0).
+    #[arg(long, value_name = "CLASS.CMD")]
+    pub ctrl_probe: Option<String>,
+}
+
+fn ring_size(s: &str) -> Result<u16, String> {
+    let n: u16 = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number from 1 to 32768"))?;
+    if n == 0 || n > 32768 || !n.is_power_of_two() {
+        return Err(format!("{n} is not a power of two from 1 to 32768"));
+    }
+    Ok(n)
+}
+
+impl GuestArgs {
+    /// Whether the guest asks for link-state interrupts (the KVM machine then needs an
+    /// interrupt controller).
+    pub fn wants_interrupts(&self) -> bool {
+        self.lsc == Some(true)
+    }
+
+    /// The `key=value` words the guest application parses, after `mode=...`.
+    pub fn cmdline_words(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        let b = |v: bool| if v { "1" } else { "0" };
+        macro_rules! put {
+            ($key:literal, $v:expr) => {
+                if let Some(v) = $v {
+                    w.push(format!(concat!($key, "={}"), v));
+                }
+            };
+        }
+        put!("ring", self.ring);
+        put!("burst", self.burst);
+        put!("pkts", self.pkts);
+        put!("size", self.size);
+        put!("transport", self.transport.map(Transport::name));
+        put!("mrg", self.mrg.map(b));
+        put!("event-idx", self.event_idx.map(b));
+        put!("indirect", self.indirect.map(b));
+        put!("ctrl", self.ctrl.map(b));
+        put!("promisc", self.promisc.map(b));
+        put!("allmulti", self.allmulti.map(b));
+        if !self.mac_add.is_empty() {
+            w.push(format!("mac-add={}", self.mac_add.join(",")));
+        }
+        put!("mac-set", self.mac_set.as_ref());
+        if !self.vlan_filter.is_empty() {
+            let v: Vec<String> = self.vlan_filter.iter().map(u16::to_string).collect();
+            w.push(format!("vlan-filter={}", v.join(",")));
+        }
+        put!("vlan-strip", self.vlan_strip.map(b));
+        put!("vlan-insert", self.vlan_insert);
+        put!("rxbuf", self.rxbuf);
+        put!("headroom", self.headroom);
+        put!("txsplit", self.txsplit);
+        put!("lsc", self.lsc.map(b));
+        put!("expect", self.expect);
+        put!("ctrl-probe", self.ctrl_probe.as_ref());
+        w
+    }
+}
+
+/// The virtio-net device and its transport, as the host presents them.
+#[derive(Clone, Debug, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DeviceArgs {
+    /// Features the device does not offer (names: mtu, mac, mrg_rxbuf, status, ctrl_vq,
+    /// ctrl_rx, ctrl_vlan, ctrl_mac_addr, any_layout, indirect_desc, event_idx, version_1).
+    #[arg(long, value_name = "FEATURE,...", value_delimiter = ',')]
+    #[serde(default)]
+    pub withhold: Vec<String>,
+    /// Maximum queue size the device offers.
+    #[arg(long, value_name = "N", value_parser = ring_size)]
+    pub queue_size: Option<u16>,
+    /// The device refuses any queue size but its maximum (as QEMU's fixed 256).
+    #[arg(long)]
+    #[serde(default)]
+    pub fixed_queue_size: bool,
+    /// Largest frame in bytes without FCS (default 1518; jumbo up to 16384). The MTU the
+    /// device reports is 18 less.
+    #[arg(long, value_name = "BYTES")]
+    pub max_frame: Option<usize>,
+    /// A modern-only device (PCI 1af4:1041, no legacy I/O BAR) instead of a transitional one.
+    #[arg(long)]
+    #[serde(default)]
+    pub modern_only: bool,
+    /// Take the link down after N delivered frames, and up again MS milliseconds later.
+    #[arg(long, value_name = "N[:MS]", value_parser = link_flap)]
+    #[serde(default, deserialize_with = "de_link_flap")]
+    pub link_flap: Option<LinkFlap>,
+}
+
+fn link_flap(s: &str) -> Result<LinkFlap, String> {
+    let bad = || format!("'{s}' is not N or N:MS (frames, then milliseconds down)");
+    let (n, ms) = match s.split_once(':') {
+        Some((n, ms)) => (n, ms.parse::<u64>().map_err(|_| bad())?),
+        None => (s, 10),
+    };
+    Ok(LinkFlap {
+        after: n.parse().map_err(|_| bad())?,
+        down_for: Duration::from_millis(ms),
+    })
+}
+
+fn de_link_flap<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<LinkFlap>, D::Error> {
+    let s = String::deserialize(d)?;
+    link_flap(&s).map(Some).map_err(serde::de::Error::custom)
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    #[error("unknown feature '{0}' (known: mtu, mac, mrg_rxbuf, status, ctrl_vq, ctrl_rx, ctrl_vlan, ctrl_mac_addr, any_layout, indirect_desc, event_idx, version_1)")]
+    UnknownFeature(String),
+    #[error("max frame {0} is outside 64..={MAX_FRAME_LIMIT}")]
+    MaxFrame(usize),
+}
+
+impl DeviceArgs {
+    /// The device configuration these settings describe, on top of `base`.
+    pub fn apply(&self, mut net: NetConfig) -> Result<(NetConfig, Options), Error> {
+        for name in &self.withhold {
+            let bit = features::by_name(name).ok_or_else(|| Error::UnknownFeature(name.clone()))?;
+            net.features &= !bit;
+        }
+        if let Some(q) = self.queue_size {
+            net.queue_size = q;
+        }
+        let max_frame = self.max_frame.unwrap_or(DEFAULT_MAX_FRAME);
+        if !(64..=MAX_FRAME_LIMIT).contains(&max_frame) {
+            return Err(Error::MaxFrame(max_frame));
+        }
+        net.max_frame = max_frame;
+        net.link_flap = self.link_flap;
+        let opts = Options {
+            transitional: !self.modern_only,
+            fixed_queue_size: self.fixed_queue_size,
+        };
+        Ok((net, opts))
+    }
+}
