@@ -114,6 +114,12 @@ pub trait VirtioDevice: Send {
     fn queue_max_sizes(&self) -> Vec<u16>;
     /// Features offered to the driver.
     fn features(&self) -> u64;
+    /// Whether the driver's accepted `features` are consistent (their dependencies met);
+    /// the transport has already checked they were offered.
+    fn features_consistent(&self, features: u64) -> bool {
+        let _ = features;
+        true
+    }
     /// Reads the device-specific configuration. Out-of-range bytes read as zero.
     fn read_config(&self, offset: u64, data: &mut [u8]);
     /// Writes the device-specific configuration. Read-only fields ignore writes.

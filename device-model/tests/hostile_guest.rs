@@ -193,6 +193,10 @@ fn features_the_device_did_not_offer_are_refused() {
     // A modern device needs VERSION_1.
     let s = rig.negotiate(MAC);
     assert_eq!(s & status::FEATURES_OK, 0);
+    // CTRL_RX (bit 18) without CTRL_VQ (bit 17): offered, but inconsistent (5.1.3.1).
+    let s = rig.negotiate(VERSION_1 | (1 << 18));
+    assert_eq!(s & status::FEATURES_OK, 0);
+    assert_eq!(rig.dev.stats.refused_features, 3);
     // What it offers is accepted.
     let s = rig.negotiate(VERSION_1 | MAC | EVENT_IDX);
     assert_eq!(s & status::FEATURES_OK, status::FEATURES_OK);

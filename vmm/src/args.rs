@@ -102,9 +102,16 @@ pub struct GuestArgs {
     /// Stop after receiving this many frames (for VMMs without vlab's harness ports).
     #[arg(long, value_name = "N")]
     pub expect: Option<u64>,
-    /// Send control command CLASS.CMD and report the device's answer (e.g. 3.0).
-    #[arg(long, value_name = "CLASS.CMD")]
+    /// Send control command CLASS.CMD with hex DATA and report the device's answer
+    /// (e.g. 3.0, or 1.0:ffffffff for a MAC table that claims more than it carries).
+    #[arg(long, value_name = "CLASS.CMD[:DATA]")]
     pub ctrl_probe: Option<String>,
+    /// Accept these feature bits (hex) even if the device did not offer them.
+    #[arg(long, value_name = "HEX")]
+    pub force_features: Option<String>,
+    /// Write this size to queue 0 first and report what the device reads back.
+    #[arg(long, value_name = "N")]
+    pub probe_queue_size: Option<u16>,
 }
 
 fn ring_size(s: &str) -> Result<u16, String> {
@@ -162,6 +169,8 @@ impl GuestArgs {
         put!("lsc", self.lsc.map(b));
         put!("expect", self.expect);
         put!("ctrl-probe", self.ctrl_probe.as_ref());
+        put!("force-features", self.force_features.as_ref());
+        put!("probe-queue-size", self.probe_queue_size);
         w
     }
 }

@@ -101,12 +101,13 @@ impl Board {
         let mem = Arc::new(mem);
         let net = Net::new(cfg.net.clone(), source, sink);
         let net_stats = net.stats();
+        let net_shared = net.shared();
         let net = VirtioPciDevice::new(net, mem.clone(), msi, cfg.transport)?;
         let net = Arc::new(Mutex::new(net));
         let mut pci = PciBus::new(layout::PCI_MMIO_START, layout::PCI_MMIO_SIZE);
         pci.add(net.clone())?;
         let (uart, serial_log) = serial::uart(echo);
-        let harness = Arc::new(Harness::new(net_stats.clone()));
+        let harness = Arc::new(Harness::new(net_stats.clone(), net_shared));
         let bus = Arc::new(Bus::new(mem.clone(), uart, harness, pci));
         Ok(Self {
             mem,

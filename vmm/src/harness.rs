@@ -6,8 +6,8 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use device_model::net::NetStats;
-use pmd::harness::{reg, status, HARNESS_PORT, SIGNATURE};
+use device_model::net::{NetShared, NetStats};
+use pmd::harness::{event, reg, status, HARNESS_PORT, SIGNATURE};
 
 /// What the guest reported through the harness ports.
 #[derive(Debug, Default)]
@@ -18,13 +18,15 @@ struct Reported {
 
 pub struct Harness {
     net: Arc<NetStats>,
+    shared: Arc<NetShared>,
     reported: Mutex<Reported>,
 }
 
 impl Harness {
-    pub fn new(net: Arc<NetStats>) -> Self {
+    pub fn new(net: Arc<NetStats>, shared: Arc<NetShared>) -> Self {
         Self {
             net,
+            shared,
             reported: Mutex::default(),
         }
     }
@@ -47,6 +49,10 @@ impl Harness {
     pub fn write(&self, port: u16, value: u32) {
         if port.wrapping_sub(HARNESS_PORT) == reg::EVENT {
             self.reported().events.push((value, Instant::now()));
+            if value == event::FWD_START {
+                // The guest's port is set up: the input may flow.
+                self.shared.open_input();
+            }
         }
     }
 

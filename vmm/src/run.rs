@@ -13,6 +13,7 @@ use device_model::endpoint::{
 };
 use device_model::net::{NetConfig, NetCounters};
 use device_model::pcap::{self, PcapOut};
+use device_model::virtio_pci::TransportStats;
 use pcap_file::TsResolution;
 use pmd::harness::event;
 pub use pmd::testpmd::Mode;
@@ -121,6 +122,10 @@ pub struct RunReport {
     pub serial: Vec<u8>,
     /// Features the driver accepted.
     pub features: u64,
+    /// What the transport refused of the driver.
+    pub transport: TransportStats,
+    /// Times the device set DEVICE_NEEDS_RESET.
+    pub device_errors: u64,
     /// From the start of the run to the guest reporting link up.
     pub link_up: Option<Duration>,
     /// From the guest starting to forward to its last frame completing.
@@ -212,6 +217,8 @@ impl RunConfig {
 pub fn run(cfg: &RunConfig, t0: Instant) -> Result<RunReport, Error> {
     let (net, transport) = cfg.device.apply(NetConfig {
         datapath_cpu: cfg.datapath_cpu,
+        // The guest application tells the harness when its port is ready (FWD_START).
+        hold_input: true,
         ..NetConfig::default()
     })?;
     // Inputs first: nothing is created until they are known to be good.
@@ -288,7 +295,10 @@ pub fn run(cfg: &RunConfig, t0: Instant) -> Result<RunReport, Error> {
         }
     };
     // Stop the backend whatever happened; its sink holds the output.
-    let features = board.net().driver_features();
+    let (features, transport, device_errors) = {
+        let net = board.net();
+        (net.driver_features(), net.stats, net.health().errors())
+    };
     let shutdown = board.net().device_mut().shutdown();
     let exit_code = result?;
     let mut sink = shutdown?;
@@ -304,6 +314,8 @@ pub fn run(cfg: &RunConfig, t0: Instant) -> Result<RunReport, Error> {
         output_frames: sink.frames(),
         serial: board.serial_log(),
         features,
+        transport,
+        device_errors,
         link_up: at(event::LINK_UP).map(|t| t.saturating_duration_since(t0)),
         forwarding: at(event::FWD_START)
             .zip(at(event::FWD_DONE))

@@ -482,8 +482,9 @@ impl Datapath {
         let mut starved = false;
         let own = self.shared.mac();
         'frames: while done < BUDGET {
-            if !self.shared.link_up() {
-                // Nothing is received while the link is down; frames wait in the source.
+            if !self.shared.link_up() || !self.shared.input_open() {
+                // Nothing is received while the link is down, or before the harness lets
+                // the input flow; frames wait in the source.
                 break;
             }
             let len = match self.source.peek() {

@@ -29,6 +29,9 @@ pub mod features {
     pub const CTRL_MAC_ADDR: u64 = 1 << 23;
     pub const ANY_LAYOUT: u64 = 1 << 27;
 
+    /// Features that need the control queue (5.1.3.1).
+    pub const NEEDS_CTRL_VQ: u64 = CTRL_RX | CTRL_VLAN | CTRL_MAC_ADDR;
+
     /// What the rust backend offers by default: everything it implements.
     pub const DEFAULT: u64 = MTU
         | MAC
@@ -116,6 +119,10 @@ pub struct NetConfig {
     /// CPU the datapath thread runs on; `None` leaves it to the scheduler.
     pub datapath_cpu: Option<usize>,
     pub link_flap: Option<LinkFlap>,
+    /// Deliver nothing from the source until [`NetShared::open_input`]: a harness opens it
+    /// when the guest says its port is set up, so no frame meets a half-programmed filter
+    /// and every run sees the same frames. Off, frames flow from DRIVER_OK.
+    pub hold_input: bool,
 }
 
 /// The Ethernet MTU's frame: 1500 bytes of payload, a 14-byte header, a VLAN tag.
@@ -133,6 +140,7 @@ impl Default for NetConfig {
             features: features::DEFAULT,
             datapath_cpu: None,
             link_flap: None,
+            hold_input: false,
         }
     }
 }
@@ -238,6 +246,7 @@ impl NetStats {
 pub struct NetShared {
     mac: Mutex<[u8; 6]>,
     link_up: AtomicBool,
+    input_open: AtomicBool,
     generation: AtomicU8,
     interrupt: Mutex<Option<Arc<dyn Interrupt>>>,
 }
@@ -254,6 +263,15 @@ impl NetShared {
 
     pub fn link_up(&self) -> bool {
         self.link_up.load(Ordering::Acquire)
+    }
+
+    /// Lets the source's frames flow (see [`NetConfig::hold_input`]).
+    pub fn open_input(&self) {
+        self.input_open.store(true, Ordering::Release);
+    }
+
+    pub fn input_open(&self) -> bool {
+        self.input_open.load(Ordering::Acquire)
     }
 
     /// Sets the link state as the host sees it; on a change, bumps the configuration
@@ -304,6 +322,7 @@ impl Net {
         let shared = Arc::new(NetShared {
             mac: Mutex::new(cfg.mac),
             link_up: AtomicBool::new(true),
+            input_open: AtomicBool::new(!cfg.hold_input),
             generation: AtomicU8::new(0),
             interrupt: Mutex::new(None),
         });
@@ -381,6 +400,11 @@ impl VirtioDevice for Net {
 
     fn features(&self) -> u64 {
         self.cfg.features
+    }
+
+    /// 5.1.3.1: the control-queue features need VIRTIO_NET_F_CTRL_VQ.
+    fn features_consistent(&self, f: u64) -> bool {
+        f & features::CTRL_VQ != 0 || f & features::NEEDS_CTRL_VQ == 0
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {

@@ -377,11 +377,12 @@ impl<D: VirtioDevice> VirtioPciDevice<D> {
     /// A modern driver must accept VERSION_1; a legacy one cannot see it (32 feature bits).
     fn features_acceptable(&self, f: u64) -> bool {
         let offered = self.device.features();
-        if self.legacy {
+        let offered_ok = if self.legacy {
             f & !(offered & 0xffff_ffff) == 0
         } else {
             f & !offered == 0 && f & features::VERSION_1 != 0
-        }
+        };
+        offered_ok && self.device.features_consistent(f)
     }
 
     fn set_status(&mut self, value: u8) {

@@ -37,6 +37,9 @@ pub mod features {
     pub const RING_EVENT_IDX: u64 = 1 << 29;
     pub const VERSION_1: u64 = 1 << 32;
 
+    /// Features that only make sense with the control queue.
+    pub const NEEDS_CTRL_VQ: u64 = CTRL_RX | CTRL_VLAN | CTRL_MAC_ADDR;
+
     /// Every feature this driver can use.
     pub const ALL: u64 = MTU
         | MAC
@@ -123,6 +126,8 @@ pub enum Error {
     NoInterrupts,
     #[error("the device did not accept MSI-X vector {0} for configuration changes")]
     ConfigVectorRefused(u16),
+    #[error("the device set DEVICE_NEEDS_RESET when the driver set DRIVER_OK (status {0:#x})")]
+    DeviceNeedsReset(u8),
 }
 
 /// What the application asks of the port.
@@ -138,6 +143,11 @@ pub struct PortConfig {
     pub lsc: bool,
     /// Strip VLAN tags on receive into the mbuf (DPDK's software VLAN strip).
     pub vlan_strip: bool,
+    /// Feature bits to accept even if the device did not offer them (misbehaving on
+    /// purpose, to see the device refuse).
+    pub force_features: u64,
+    /// Size to write to queue 0 before the real setup, reading back what the device keeps.
+    pub probe_queue_size: Option<u16>,
 }
 
 impl Default for PortConfig {
@@ -149,6 +159,8 @@ impl Default for PortConfig {
             features: features::ALL,
             lsc: false,
             vlan_strip: false,
+            force_features: 0,
+            probe_queue_size: None,
         }
     }
 }
@@ -169,6 +181,12 @@ pub struct Stats {
     pub oerrors: u64,
     pub link_down: u64,
     pub link_up: u64,
+    /// Frames received in more than one buffer (mergeable rx).
+    pub rx_multiseg: u64,
+    /// Frames sent as a chain of several buffers, and how many of those went through an
+    /// indirect table.
+    pub tx_multiseg: u64,
+    pub tx_indirect: u64,
 }
 
 /// A ring size the port changed from what was asked, for the application to report.
@@ -205,6 +223,8 @@ pub struct Port<'a, H: Hal> {
     vlan_strip: bool,
     pub stats: Stats,
     pub adjusted: Vec<RingAdjusted>,
+    /// What queue 0 read back after `PortConfig::probe_queue_size` was written.
+    pub probed_queue_size: Option<u16>,
 }
 
 impl<'a, H: Hal> Port<'a, H> {
@@ -249,7 +269,12 @@ impl<'a, H: Hal> Port<'a, H> {
             // The legacy interface has 32 feature bits and no VERSION_1.
             wanted &= 0xffff_ffff;
         }
-        let negotiated = offered & wanted;
+        let mut negotiated = offered & wanted;
+        if negotiated & features::CTRL_VQ == 0 {
+            // 5.1.3.1: the control-queue features need the control queue.
+            negotiated &= !features::NEEDS_CTRL_VQ;
+        }
+        let negotiated = negotiated | cfg.force_features;
         transport.set_driver_features(negotiated);
         if !legacy {
             transport.add_status(status::FEATURES_OK);
@@ -277,6 +302,9 @@ impl<'a, H: Hal> Port<'a, H> {
             return Err(Error::TooFewQueues(transport.num_queues(), needed));
         }
 
+        let probed_queue_size = cfg
+            .probe_queue_size
+            .map(|size| transport.set_queue_size(RX_QUEUE, size));
         let event_idx = negotiated & features::RING_EVENT_IDX != 0;
         let mut adjusted = Vec::new();
         let mut make_queue = |t: &mut AnyTransport<'a, H>, q: u16, asked: u16| {
@@ -316,6 +344,12 @@ impl<'a, H: Hal> Port<'a, H> {
             u16::from_le_bytes(b)
         });
         transport.add_status(status::DRIVER_OK);
+        // 2.1.2: a device that cannot go on with what the driver set says so here.
+        let s = transport.status();
+        if s & status::DEVICE_NEEDS_RESET != 0 {
+            transport.add_status(status::FAILED);
+            return Err(Error::DeviceNeedsReset(s));
+        }
 
         let rx_slots = (0..rx.size()).map(|_| None).collect();
         let tx_slots = (0..tx.size()).map(|_| None).collect();
@@ -342,6 +376,7 @@ impl<'a, H: Hal> Port<'a, H> {
             vlan_strip: cfg.vlan_strip,
             stats: Stats::default(),
             adjusted,
+            probed_queue_size,
         };
         port.link_up = port.read_link();
         port.rx.suppress_interrupts();
@@ -521,6 +556,9 @@ impl<'a, H: Hal> Port<'a, H> {
             if self.vlan_strip {
                 vlan::strip(&mut head);
             }
+            if head.nb_segs() > 1 {
+                self.stats.rx_multiseg += 1;
+            }
             self.stats.ipackets += 1;
             self.stats.ibytes += head.pkt_len() as u64;
             out.push(head);
@@ -595,6 +633,10 @@ impl<'a, H: Hal> Port<'a, H> {
             };
             match head {
                 Some(h) => {
+                    if segs > 1 {
+                        self.stats.tx_multiseg += 1;
+                        self.stats.tx_indirect += u64::from(indirect);
+                    }
                     self.stats.opackets += 1;
                     self.stats.obytes += (m.pkt_len() - self.hdr_len) as u64;
                     self.tx_heads.push(Some(h));

@@ -94,8 +94,14 @@ pub struct Config {
     pub lsc: bool,
     /// Stop after receiving this many frames (for VMMs without the vlab harness).
     pub expect: u64,
-    /// Send this control command (class, command) and report the answer.
-    pub ctrl_probe: Option<(u8, u8)>,
+    /// Send this control command (class, command, data) and report the answer: a driver
+    /// that sends what the device may refuse.
+    pub ctrl_probe: Option<(u8, u8, Vec<u8>)>,
+    /// Accept these feature bits whether the device offered them or not: a driver that
+    /// breaks negotiation.
+    pub force_features: u64,
+    /// Write this size to queue 0 first and report what the device reads back.
+    pub probe_queue_size: Option<u16>,
 }
 
 impl Default for Config {
@@ -123,6 +129,8 @@ impl Default for Config {
             lsc: false,
             expect: 0,
             ctrl_probe: None,
+            force_features: 0,
+            probe_queue_size: None,
         }
     }
 }
@@ -167,6 +175,17 @@ fn flag<'a>(key: &'a str, value: &'a str) -> Result<bool, ConfigError<'a>> {
             why: "use 0 or 1",
         }),
     }
+}
+
+/// Bytes from hex digits ("" is no bytes).
+fn hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// `aa:bb:cc:dd:ee:ff`.
@@ -330,14 +349,26 @@ impl Config {
                     let bad = ConfigError::BadValue {
                         key,
                         value,
-                        why: "give CLASS.COMMAND, e.g. 3.0",
+                        why: "give CLASS.COMMAND[:HEXDATA], e.g. 3.0 or 1.0:ff000000",
                     };
-                    let (a, b) = value.split_once('.').ok_or(bad.clone())?;
+                    let (cc, data) = value.split_once(':').unwrap_or((value, ""));
+                    let (a, b) = cc.split_once('.').ok_or(bad.clone())?;
+                    let bytes = hex(data).ok_or(bad.clone())?;
                     c.ctrl_probe = Some((
                         a.parse().map_err(|_| bad.clone())?,
                         b.parse().map_err(|_| bad)?,
+                        bytes,
                     ));
                 }
+                "force-features" => {
+                    c.force_features = u64::from_str_radix(value.trim_start_matches("0x"), 16)
+                        .map_err(|_| ConfigError::BadValue {
+                            key,
+                            value,
+                            why: "feature bits in hex, e.g. 0x10000000000",
+                        })?;
+                }
+                "probe-queue-size" => c.probe_queue_size = Some(number(key, value)?),
                 _ => return Err(ConfigError::UnknownKey(key)),
             }
         }

@@ -74,6 +74,8 @@ pub fn run<H: Hal>(hal: &H, cmdline: &str) -> u32 {
         features: cfg.features,
         lsc: cfg.lsc,
         vlan_strip: cfg.vlan_strip,
+        force_features: cfg.force_features,
+        probe_queue_size: cfg.probe_queue_size,
     };
     let mut port = match Port::open(hal, &pool, &port_cfg) {
         Ok(p) => p,
@@ -86,6 +88,12 @@ pub fn run<H: Hal>(hal: &H, cmdline: &str) -> u32 {
             return exit::DEVICE_ERROR;
         }
     };
+    if let (Some(asked), Some(got)) = (cfg.probe_queue_size, port.probed_queue_size) {
+        sprintln!(
+            hal,
+            "Port 0: queue 0 size {asked} written, the device reads back {got}"
+        );
+    }
     for a in &port.adjusted {
         sprintln!(
             hal,
@@ -223,8 +231,9 @@ fn setup_port<H: Hal>(
     if !cfg.vlan_filter.is_empty() {
         sprintln!(hal, "Port 0: VLAN filter: {:?}", cfg.vlan_filter);
     }
-    if let Some((class, cmd)) = cfg.ctrl_probe {
-        match port.ctrl_command(class, cmd, &[]) {
+    if let Some((class, cmd, data)) = &cfg.ctrl_probe {
+        let (class, cmd) = (*class, *cmd);
+        match port.ctrl_command(class, cmd, data) {
             Ok(()) => sprintln!(hal, "Port 0: control command {class}.{cmd}: OK"),
             Err(e) => sprintln!(hal, "Port 0: control command {class}.{cmd}: {e}"),
         }
@@ -421,6 +430,13 @@ fn print_stats<H: Hal>(hal: &H, port: &Port<'_, H>, fwd: &FwdStats) {
         s.opackets,
         s.oerrors,
         s.obytes
+    );
+    sprintln!(
+        hal,
+        "  RX-multiseg: {:<9} TX-multiseg: {:<9} TX-indirect: {}",
+        s.rx_multiseg,
+        s.tx_multiseg,
+        s.tx_indirect
     );
     if s.link_down + s.link_up > 0 {
         sprintln!(
