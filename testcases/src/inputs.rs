@@ -193,8 +193,11 @@ pub fn mixed() -> Vec<Frame> {
     stamp(data)
 }
 
+/// Builds the frames of one capture.
+pub type Generator = fn() -> Vec<Frame>;
+
 /// Which cases' `in.pcap` each generator writes.
-pub const GENERATED: &[(&str, fn() -> Vec<Frame>)] = &[
+pub const GENERATED: &[(&str, Generator)] = &[
     ("basic/io-mixed", mixed),
     ("basic/macswap-mixed", mixed),
     ("basic/rxonly-mixed", mixed),
