@@ -50,7 +50,9 @@ pub(super) struct CtrlQueue {
 }
 
 impl CtrlQueue {
-    pub fn new<H: Hal>(hal: &H, vq: SplitQueue) -> Result<Self, virtqueue::Error> {
+    pub fn new<H: Hal>(hal: &H, mut vq: SplitQueue) -> Result<Self, virtqueue::Error> {
+        // Polled like the others: no interrupts for answers.
+        vq.suppress_interrupts();
         let buf = hal
             .dma_alloc(BUF, 64)
             .ok_or(virtqueue::Error::NoMemory(vq.size()))?;
