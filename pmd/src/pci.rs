@@ -168,6 +168,106 @@ impl<H: Hal> ConfigSpace<'_, H> {
     }
 }
 
+/// Address ranges a driver may give unassigned BARs, as firmware would.
+#[derive(Clone, Copy, Debug)]
+pub struct Windows {
+    pub mem: u64,
+    pub mem_end: u64,
+    pub io: u32,
+    pub io_end: u32,
+}
+
+impl Windows {
+    /// The PC's 32-bit PCI hole above 3 GiB and the top quarter of the port space, where a
+    /// q35 machine's firmware would put them.
+    pub const PC: Windows = Windows {
+        mem: 0xc000_0000,
+        mem_end: 0xfec0_0000,
+        io: 0xc000,
+        io_end: 0x1_0000,
+    };
+
+    fn take(next: &mut u64, end: u64, size: u64) -> Option<u64> {
+        let addr = next.checked_add(size - 1)? & !(size - 1);
+        let top = addr.checked_add(size)?;
+        (top <= end).then(|| {
+            *next = top;
+            addr
+        })
+    }
+}
+
+impl<H: Hal> ConfigSpace<'_, H> {
+    /// Gives every BAR that reads back unassigned (zero) an address from `w`, the way
+    /// firmware does: size it by writing all ones, then place it aligned to its size. A VMM
+    /// that assigns BARs itself (vlab) leaves nothing to do; QEMU booting a PVH kernel with
+    /// qboot leaves them all at zero. Returns how many were assigned.
+    pub fn assign_bars(&self, w: &mut Windows) -> Result<usize, Error> {
+        let cmd = self.read16(COMMAND);
+        // No decoding while BARs move through all-ones.
+        self.write16(COMMAND, cmd & !(COMMAND_IO | COMMAND_MEMORY));
+        let mut assigned = 0;
+        let mut bar = 0u8;
+        while bar < 6 {
+            let off = BAR0 + u16::from(bar) * 4;
+            let low = self.read32(off);
+            let io = low & 1 == 1;
+            let wide = !io && (low >> 1) & 3 == 2;
+            let step = if wide { 2 } else { 1 };
+            if wide && bar == 5 {
+                return Err(Error::Bar64AtEnd { bdf: self.bdf, bar });
+            }
+            let high = if wide { self.read32(off + 4) } else { 0 };
+            let addr = if io {
+                u64::from(low & !3)
+            } else {
+                u64::from(low & !0xf) | u64::from(high) << 32
+            };
+            if addr != 0 {
+                bar += step;
+                continue;
+            }
+            self.write32(off, u32::MAX);
+            let mut mask = u64::from(self.read32(off) & if io { !3 } else { !0xf });
+            if wide {
+                self.write32(off + 4, u32::MAX);
+                mask |= u64::from(self.read32(off + 4)) << 32;
+            } else if io {
+                mask |= 0xffff_ffff_ffff_0000;
+            } else {
+                mask |= 0xffff_ffff_0000_0000;
+            }
+            let size = (!mask).wrapping_add(1);
+            let place = if mask == 0xffff_ffff_0000_0000 || mask == 0xffff_ffff_ffff_0000 {
+                None // not implemented: reads back all zero
+            } else if io {
+                let mut next = u64::from(w.io);
+                let a = Windows::take(&mut next, u64::from(w.io_end), size);
+                w.io = next as u32;
+                a
+            } else {
+                Windows::take(&mut w.mem, w.mem_end, size)
+            };
+            let a = place.unwrap_or(0);
+            self.write32(off, a as u32);
+            if wide {
+                self.write32(off + 4, (a >> 32) as u32);
+            }
+            if place.is_some() {
+                assigned += 1;
+            }
+            bar += step;
+        }
+        self.write16(COMMAND, cmd);
+        Ok(assigned)
+    }
+
+    /// The raw BAR registers, for logs.
+    pub fn raw_bars(&self) -> [u32; 6] {
+        core::array::from_fn(|i| self.read32(BAR0 + 4 * i as u16))
+    }
+}
+
 /// Calls `f` for every function on bus 0 that answers, with its vendor and device IDs, until
 /// `f` returns `Some`.
 pub fn find_on_bus0<H: Hal, T>(

@@ -112,6 +112,10 @@ pub struct GuestArgs {
     /// Write this size to queue 0 first and report what the device reads back.
     #[arg(long, value_name = "N")]
     pub probe_queue_size: Option<u16>,
+    /// Stop after forwarding a frame of this ethertype (hex): an end marker for VMMs without
+    /// vlab's harness ports.
+    #[arg(long, value_name = "HEX")]
+    pub end_ethertype: Option<String>,
 }
 
 fn ring_size(s: &str) -> Result<u16, String> {
@@ -171,6 +175,7 @@ impl GuestArgs {
         put!("ctrl-probe", self.ctrl_probe.as_ref());
         put!("force-features", self.force_features.as_ref());
         put!("probe-queue-size", self.probe_queue_size);
+        put!("end-ethertype", self.end_ethertype.as_ref());
         w
     }
 }

@@ -102,6 +102,11 @@ pub struct Config {
     pub force_features: u64,
     /// Write this size to queue 0 first and report what the device reads back.
     pub probe_queue_size: Option<u16>,
+    /// Log PCI details (function, BARs).
+    pub verbose: bool,
+    /// Stop after forwarding a frame of this ethertype: the end marker a harness without
+    /// vlab's ports (QEMU's) sends after the input.
+    pub end_ethertype: Option<u16>,
 }
 
 impl Default for Config {
@@ -131,6 +136,8 @@ impl Default for Config {
             ctrl_probe: None,
             force_features: 0,
             probe_queue_size: None,
+            verbose: false,
+            end_ethertype: None,
         }
     }
 }
@@ -369,6 +376,18 @@ impl Config {
                         })?;
                 }
                 "probe-queue-size" => c.probe_queue_size = Some(number(key, value)?),
+                "verbose" => c.verbose = flag(key, value)?,
+                "end-ethertype" => {
+                    c.end_ethertype = Some(
+                        u16::from_str_radix(value.trim_start_matches("0x"), 16).map_err(|_| {
+                            ConfigError::BadValue {
+                                key,
+                                value,
+                                why: "an ethertype in hex, e.g. 88b5",
+                            }
+                        })?,
+                    )
+                }
                 _ => return Err(ConfigError::UnknownKey(key)),
             }
         }

@@ -67,6 +67,13 @@ pub fn run<H: Hal>(hal: &H, cmdline: &str) -> u32 {
             return exit::DEVICE_ERROR;
         }
     };
+    if cfg.verbose {
+        crate::pci::find_on_bus0(hal, |bdf, vendor, device| {
+            let bars = crate::pci::ConfigSpace::new(hal, bdf).raw_bars();
+            sprintln!(hal, "PCI {bdf} {vendor:04x}:{device:04x} BARs {bars:08x?}");
+            None::<()>
+        });
+    }
     let port_cfg = PortConfig {
         transport: cfg.transport,
         rx_ring: cfg.rxd,
@@ -115,6 +122,8 @@ pub fn run<H: Hal>(hal: &H, cmdline: &str) -> u32 {
     }
     harness.event(event::LINK_UP);
 
+    // The line a harness without vlab's ports (QEMU's) waits for before sending frames.
+    sprintln!(hal, "Port 0: started {} forwarding", cfg.mode.name());
     harness.event(event::FWD_START);
     let mut engine = Engine {
         hal,
@@ -339,15 +348,19 @@ impl<'a, H: Hal> Engine<'_, 'a, H> {
             }
             idle = 0;
             self.fwd.rx += n as u64;
+            let end = self.cfg.end_ethertype.is_some_and(|t| {
+                pkts.iter()
+                    .any(|m| m.data().get(12..14) == Some(&t.to_be_bytes()[..]))
+            });
             match self.cfg.mode {
-                Mode::RxOnly => {
-                    pkts.clear();
-                    continue;
-                }
+                Mode::RxOnly => pkts.clear(),
                 Mode::MacSwap => pkts.iter_mut().for_each(swap_macs),
                 Mode::Io | Mode::TxOnly => {}
             }
             self.send_all(port, &mut pkts);
+            if end {
+                break;
+            }
         }
     }
 
