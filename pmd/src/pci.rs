@@ -1,6 +1,8 @@
 //! PCI configuration space through configuration mechanism #1 (ports 0xCF8/0xCFC), and the
 //! pieces of it a virtio driver needs: finding a function, reading BARs, walking capabilities.
 
+use core::cell::Cell;
+
 use crate::hal::{Hal, Width};
 
 const CONFIG_ADDRESS: u16 = 0xcf8;
@@ -57,11 +59,17 @@ pub enum Bar {
 pub struct ConfigSpace<'a, H: Hal> {
     hal: &'a H,
     pub bdf: Bdf,
+    /// Where [`ConfigSpace::bar`] places a BAR it finds unassigned.
+    windows: Cell<Windows>,
 }
 
 impl<'a, H: Hal> ConfigSpace<'a, H> {
     pub fn new(hal: &'a H, bdf: Bdf) -> Self {
-        Self { hal, bdf }
+        Self {
+            hal,
+            bdf,
+            windows: Cell::new(Windows::PC),
+        }
     }
 
     fn select(&self, offset: u16) {
@@ -97,8 +105,64 @@ impl<'a, H: Hal> ConfigSpace<'a, H> {
             .pio_write(CONFIG_DATA + (offset & 2), Width::U16, u32::from(value));
     }
 
-    /// Reads BAR `bar` as the firmware or VMM left it.
+    /// Reads BAR `bar` as the firmware or VMM left it; one left unassigned (zero) is given
+    /// an address first, the way firmware does. A VMM that assigns BARs itself (vlab) leaves
+    /// nothing to do; QEMU booting a PVH kernel with qboot leaves them all at zero.
     pub fn bar(&self, bar: u8) -> Result<Bar, Error> {
+        let b = self.read_bar(bar)?;
+        let unassigned = match b {
+            Bar::Memory { addr } => addr == 0,
+            Bar::Io { port } => port == 0,
+        };
+        if !unassigned {
+            return Ok(b);
+        }
+        self.assign(bar, matches!(b, Bar::Io { .. }))?;
+        self.read_bar(bar)
+    }
+
+    /// Sizes BAR `bar` (all ones written, the mask read back) and places it aligned to its
+    /// size in the windows. A BAR the windows cannot hold stays unassigned.
+    fn assign(&self, bar: u8, io: bool) -> Result<(), Error> {
+        let off = BAR0 + u16::from(bar) * 4;
+        let low = self.read32(off);
+        let wide = !io && (low >> 1) & 3 == 2;
+        let cmd = self.read16(COMMAND);
+        // No decoding while the BAR goes through all ones.
+        self.write16(COMMAND, cmd & !(COMMAND_IO | COMMAND_MEMORY));
+        self.write32(off, u32::MAX);
+        let mut mask = u64::from(self.read32(off) & if io { !3 } else { !0xf });
+        mask |= if wide {
+            self.write32(off + 4, u32::MAX);
+            u64::from(self.read32(off + 4)) << 32
+        } else if io {
+            0xffff_ffff_ffff_0000
+        } else {
+            0xffff_ffff_0000_0000
+        };
+        let size = (!mask).wrapping_add(1);
+        let mut w = self.windows.get();
+        let place = if size == 0 || size > 1 << 32 {
+            None
+        } else if io {
+            let mut next = u64::from(w.io);
+            let a = Windows::take(&mut next, u64::from(w.io_end), size);
+            w.io = next as u32;
+            a
+        } else {
+            Windows::take(&mut w.mem, w.mem_end, size)
+        };
+        self.windows.set(w);
+        let a = place.unwrap_or(0);
+        self.write32(off, a as u32);
+        if wide {
+            self.write32(off + 4, (a >> 32) as u32);
+        }
+        self.write16(COMMAND, cmd);
+        Ok(())
+    }
+
+    fn read_bar(&self, bar: u8) -> Result<Bar, Error> {
         let bdf = self.bdf;
         if bar > 5 {
             return Err(Error::NoBar { bdf, bar });
@@ -198,70 +262,6 @@ impl Windows {
 }
 
 impl<H: Hal> ConfigSpace<'_, H> {
-    /// Gives every BAR that reads back unassigned (zero) an address from `w`, the way
-    /// firmware does: size it by writing all ones, then place it aligned to its size. A VMM
-    /// that assigns BARs itself (vlab) leaves nothing to do; QEMU booting a PVH kernel with
-    /// qboot leaves them all at zero. Returns how many were assigned.
-    pub fn assign_bars(&self, w: &mut Windows) -> Result<usize, Error> {
-        let cmd = self.read16(COMMAND);
-        // No decoding while BARs move through all-ones.
-        self.write16(COMMAND, cmd & !(COMMAND_IO | COMMAND_MEMORY));
-        let mut assigned = 0;
-        let mut bar = 0u8;
-        while bar < 6 {
-            let off = BAR0 + u16::from(bar) * 4;
-            let low = self.read32(off);
-            let io = low & 1 == 1;
-            let wide = !io && (low >> 1) & 3 == 2;
-            let step = if wide { 2 } else { 1 };
-            if wide && bar == 5 {
-                return Err(Error::Bar64AtEnd { bdf: self.bdf, bar });
-            }
-            let high = if wide { self.read32(off + 4) } else { 0 };
-            let addr = if io {
-                u64::from(low & !3)
-            } else {
-                u64::from(low & !0xf) | u64::from(high) << 32
-            };
-            if addr != 0 {
-                bar += step;
-                continue;
-            }
-            self.write32(off, u32::MAX);
-            let mut mask = u64::from(self.read32(off) & if io { !3 } else { !0xf });
-            if wide {
-                self.write32(off + 4, u32::MAX);
-                mask |= u64::from(self.read32(off + 4)) << 32;
-            } else if io {
-                mask |= 0xffff_ffff_ffff_0000;
-            } else {
-                mask |= 0xffff_ffff_0000_0000;
-            }
-            let size = (!mask).wrapping_add(1);
-            let place = if mask == 0xffff_ffff_0000_0000 || mask == 0xffff_ffff_ffff_0000 {
-                None // not implemented: reads back all zero
-            } else if io {
-                let mut next = u64::from(w.io);
-                let a = Windows::take(&mut next, u64::from(w.io_end), size);
-                w.io = next as u32;
-                a
-            } else {
-                Windows::take(&mut w.mem, w.mem_end, size)
-            };
-            let a = place.unwrap_or(0);
-            self.write32(off, a as u32);
-            if wide {
-                self.write32(off + 4, (a >> 32) as u32);
-            }
-            if place.is_some() {
-                assigned += 1;
-            }
-            bar += step;
-        }
-        self.write16(COMMAND, cmd);
-        Ok(assigned)
-    }
-
     /// The raw BAR registers, for logs.
     pub fn raw_bars(&self) -> [u32; 6] {
         core::array::from_fn(|i| self.read32(BAR0 + 4 * i as u16))

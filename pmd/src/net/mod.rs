@@ -225,8 +225,6 @@ pub struct Port<'a, H: Hal> {
     pub adjusted: Vec<RingAdjusted>,
     /// What queue 0 read back after `PortConfig::probe_queue_size` was written.
     pub probed_queue_size: Option<u16>,
-    /// The PCI function, its device ID and its BAR registers as found (for logs).
-    pub pci: (pci::Bdf, u16, [u32; 6]),
 }
 
 impl<'a, H: Hal> Port<'a, H> {
@@ -247,9 +245,6 @@ impl<'a, H: Hal> Port<'a, H> {
             return Err(Error::NotTransitional);
         }
         let cfg_space = ConfigSpace::new(hal, bdf);
-        let bars_at_probe = cfg_space.raw_bars();
-        let mut windows = pci::Windows::PC;
-        cfg_space.assign_bars(&mut windows)?;
         if cfg.lsc {
             if !hal.interrupts_available() {
                 return Err(Error::NoInterrupts);
@@ -382,7 +377,6 @@ impl<'a, H: Hal> Port<'a, H> {
             stats: Stats::default(),
             adjusted,
             probed_queue_size,
-            pci: (bdf, device, bars_at_probe),
         };
         port.link_up = port.read_link();
         port.rx.suppress_interrupts();
