@@ -334,11 +334,14 @@ impl SplitQueue {
     /// Asks the device not to interrupt: a poll-mode driver reads the used ring itself.
     pub fn suppress_interrupts(&mut self) {
         if self.event_idx {
-            // used_event one behind what was consumed is never inside the window of entries
-            // the device adds next; refreshed on every poll so it cannot wrap into it.
+            // The device interrupts when an entry it publishes is at `used_event`. Half the
+            // index space ahead of what was consumed is never among them: the device is at
+            // most a ring (<= 32768) ahead of the driver. Behind would not do: the device
+            // reads `used_event` after publishing, and by then the driver may already have
+            // consumed into the batch. Refreshed on every pop, so it never comes round.
             let offset = 4 + 2 * usize::from(self.size);
             self.avail_u16(offset)
-                .store(self.last_used.wrapping_sub(1), Ordering::Relaxed);
+                .store(self.last_used.wrapping_add(0x8000), Ordering::Relaxed);
         } else {
             self.avail_u16(0)
                 .store(AVAIL_F_NO_INTERRUPT, Ordering::Relaxed);
