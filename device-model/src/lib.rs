@@ -13,6 +13,7 @@ pub mod msix;
 pub mod net;
 pub mod pcap;
 pub mod pci;
+pub mod tap;
 pub mod used;
 pub mod virtio;
 pub mod virtio_pci;

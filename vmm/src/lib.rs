@@ -22,3 +22,4 @@ pub mod machine;
 pub mod pci_bus;
 pub mod run;
 pub mod serial;
+pub mod tap_harness;

@@ -101,6 +101,10 @@ struct RunArgs {
     /// Size of generated frames in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = 64, requires = "gen")]
     gen_size: usize,
+    /// Put the device's traffic through this TAP (created, or attached to): the pcap input is
+    /// injected into the interface and the output captured there.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["gen", "loopback"])]
+    tap: Option<String>,
     /// Loop the guest's transmitted frames back to its receive queue.
     #[arg(long, conflicts_with = "pcap_out")]
     loopback: bool,
@@ -161,6 +165,7 @@ impl RunArgs {
             echo_serial: !self.quiet,
             guest_cpu: self.cpus.map(|c| c.0),
             datapath_cpu: self.cpus.map(|c| c.1),
+            tap: self.tap.clone(),
         }
     }
 }

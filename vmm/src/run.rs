@@ -22,6 +22,10 @@ use crate::args::{DeviceArgs, GuestArgs};
 use crate::board::{self, Board, BoardConfig, MsiCounter};
 use crate::machine::{self, inprocess, kvm};
 use crate::serial::Echo;
+use crate::tap_harness::TapHarness;
+use device_model::net::NET_HDR_LEN;
+use device_model::tap::{Injection, Tap, TapSink, TapSource};
+use std::sync::atomic::Ordering;
 
 /// Which machine runs the guest code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,6 +91,9 @@ pub struct RunConfig {
     pub guest_cpu: Option<usize>,
     /// CPU for the backend's datapath thread.
     pub datapath_cpu: Option<usize>,
+    /// Put the device's traffic through this TAP: the input is injected into the interface
+    /// and the output captured there.
+    pub tap: Option<String>,
 }
 
 impl Default for RunConfig {
@@ -105,6 +112,7 @@ impl Default for RunConfig {
             echo_serial: false,
             guest_cpu: None,
             datapath_cpu: None,
+            tap: None,
         }
     }
 }
@@ -194,6 +202,12 @@ pub enum Error {
     Output(#[from] endpoint::SinkError),
     #[error("--loopback cannot be combined with --pcap-out")]
     LoopbackWithOutput,
+    #[error("--tap takes its input from --pcap-in (or none), not from --gen or --loopback")]
+    TapInput,
+    #[error(transparent)]
+    Tap(#[from] device_model::tap::Error),
+    #[error(transparent)]
+    TapHarness(#[from] crate::tap_harness::Error),
     #[error(transparent)]
     Device(#[from] crate::args::Error),
 }
@@ -255,7 +269,39 @@ pub fn run(cfg: &RunConfig, t0: Instant) -> Result<RunReport, Error> {
         MachineKind::InProcess => None,
     };
 
+    let mut tap = None;
     let (source, sink): (Box<dyn Source>, Box<dyn Sink>) = match (&cfg.input, &cfg.output) {
+        _ if cfg.tap.is_some() => {
+            let name = cfg.tap.as_deref().unwrap_or_default();
+            let frames = match &cfg.input {
+                Input::Pcap(path) => pcap::read(path, net.max_frame)?.frames,
+                Input::None => Vec::new(),
+                Input::Generator { .. } | Input::Loopback => return Err(Error::TapInput),
+            };
+            let out = match &cfg.output {
+                Output::Pcap(path) => Some(PcapOut::create(path, resolution)?),
+                Output::Discard => None,
+            };
+            // The header on the TAP is between our datapath and the kernel: the modern size.
+            let t = Tap::open(name, NET_HDR_LEN, net.max_frame)?;
+            let injection = Arc::new(Injection::default());
+            if frames.is_empty() {
+                injection.done.store(true, Ordering::Release);
+            }
+            let tap_io = |e| {
+                Error::Tap(device_model::tap::Error::Ioctl {
+                    name: name.to_string(),
+                    what: "dup",
+                    source: e,
+                })
+            };
+            let source =
+                TapSource::new(&t, NET_HDR_LEN, Some(injection.clone())).map_err(tap_io)?;
+            let sink = TapSink::new(&t, NET_HDR_LEN).map_err(tap_io)?;
+            let written = sink.counter();
+            tap = Some(TapHarness::new(t, frames, injection, out, written));
+            (Box::new(source), Box::new(sink))
+        }
         (Input::Loopback, Output::Pcap(_)) => return Err(Error::LoopbackWithOutput),
         (Input::Loopback, Output::Discard) => {
             let (s, k) = endpoint::loopback();
@@ -279,17 +325,25 @@ pub fn run(cfg: &RunConfig, t0: Instant) -> Result<RunReport, Error> {
         transport,
     };
     let cmdline = cfg.cmdline();
+    let start_tap = |board: &Board, tap: &mut Option<TapHarness>| -> Result<(), Error> {
+        if let Some(t) = tap.as_mut() {
+            t.start(board.net().device().shared())?;
+        }
+        Ok(())
+    };
     let (board, result) = match &kernel {
         Some(image) => {
             let vm = kvm::KvmVm::new(&cfg.kvm_device, cfg.needs_interrupts())
                 .map_err(machine::Error::from)?;
             let board = Board::new(&board_cfg, source, sink, vm.msi_sink(), echo)?;
+            start_tap(&board, &mut tap)?;
             let r = vm.run(&board, image, &cmdline, cfg.timeout, cfg.guest_cpu);
             (board, r)
         }
         None => {
             let irq = Arc::new(MsiCounter::default());
             let board = Board::new(&board_cfg, source, sink, irq.clone(), echo)?;
+            start_tap(&board, &mut tap)?;
             let r = inprocess::run(&board, irq, &cmdline, cfg.timeout, cfg.guest_cpu);
             (board, r)
         }
@@ -300,6 +354,11 @@ pub fn run(cfg: &RunConfig, t0: Instant) -> Result<RunReport, Error> {
         (net.driver_features(), net.stats, net.health().errors())
     };
     let shutdown = board.net().device_mut().shutdown();
+    // The TAP's capture is final only for a run that completed; either way its threads stop.
+    let captured = match tap {
+        Some(t) => Some(t.finish(result.is_ok() && shutdown.is_ok())?),
+        None => None,
+    };
     let exit_code = result?;
     let mut sink = shutdown?;
     sink.finish()?;
@@ -311,7 +370,7 @@ pub fn run(cfg: &RunConfig, t0: Instant) -> Result<RunReport, Error> {
         exit_code,
         counters: board.net_stats.snapshot(),
         input_frames,
-        output_frames: sink.frames(),
+        output_frames: captured.unwrap_or_else(|| sink.frames()),
         serial: board.serial_log(),
         features,
         transport,

@@ -35,6 +35,8 @@ pub trait Source: Send {
 pub enum SinkError {
     #[error(transparent)]
     Pcap(#[from] crate::pcap::Error),
+    #[error("writing to the TAP: {0}")]
+    Tap(#[source] std::io::Error),
 }
 
 pub trait Sink: Send {
