@@ -15,5 +15,6 @@ pub mod pcap;
 pub mod pci;
 pub mod tap;
 pub mod used;
+pub mod vhost;
 pub mod virtio;
 pub mod virtio_pci;

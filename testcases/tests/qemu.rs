@@ -15,17 +15,15 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use device_model::endpoint::marker::{self, END_ETHERTYPE};
 use libtest_mimic::{Arguments, Failed, Trial};
 use testcases::{root, Case};
 use vmm::args::{GuestArgs, Transport};
-use vmm::run::{MachineKind, RunConfig};
+use vmm::run::MachineKind;
 
 const QEMU: &str = "qemu-system-x86_64";
 const QBOOT: &str = "/usr/share/qemu/qboot.rom";
 const TIMEOUT: Duration = Duration::from_secs(60);
-
-/// The end marker's ethertype (IEEE 802 local experimental).
-const END_ETHERTYPE: u16 = 0x88b5;
 
 /// Why QEMU 10.0.2 passes tagged frames ours filters.
 const VLAN_TABLE: &str = "QEMU 10.0.2 leaves its VLAN table all-accepting when the driver \
@@ -88,16 +86,14 @@ fn cross_run(case: &Case, transport: Transport) -> Result<(), Failed> {
     let test_side = UdpSocket::bind("127.0.0.1:0")?;
     test_side.set_read_timeout(Some(Duration::from_millis(200)))?;
     let qemu_port = UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port();
-    let cmdline = RunConfig {
-        mode: case.mode,
-        guest: GuestArgs {
+    let cmdline = vmm::run::cmdline(
+        case.mode,
+        &GuestArgs {
             transport: Some(transport),
             end_ethertype: Some(format!("{END_ETHERTYPE:x}")),
             ..case.spec.guest.clone()
         },
-        ..RunConfig::default()
-    }
-    .cmdline();
+    );
     let child = Command::new(QEMU)
         .args([
             "-accel",
@@ -162,12 +158,7 @@ fn cross_run(case: &Case, transport: Transport) -> Result<(), Failed> {
     for f in &input {
         test_side.send_to(&f.data, ("127.0.0.1", qemu_port))?;
     }
-    let mut marker = vec![0u8; 60];
-    // Broadcast: every receive filter passes it.
-    marker[..6].copy_from_slice(&[0xff; 6]);
-    marker[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
-    marker[12..14].copy_from_slice(&END_ETHERTYPE.to_be_bytes());
-    test_side.send_to(&marker, ("127.0.0.1", qemu_port))?;
+    test_side.send_to(&marker::end_frame(), ("127.0.0.1", qemu_port))?;
     let mut got = Vec::new();
     let mut buf = vec![0u8; 65536];
     loop {
@@ -179,9 +170,7 @@ fn cross_run(case: &Case, transport: Transport) -> Result<(), Failed> {
             .into());
         }
         if let Ok((n, _)) = test_side.recv_from(&mut buf) {
-            // The marker's ethertype, after any tags the guest inserted.
-            let ty = END_ETHERTYPE.to_be_bytes();
-            if buf[12..14] == ty || (n >= 18 && buf[16..18] == ty) {
+            if marker::is_end(&buf[..n]) {
                 break;
             }
             got.push(buf[..n].to_vec());

@@ -4,11 +4,13 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-use device_model::endpoint::{Sink, Source};
-use device_model::net::{Net, NetConfig, NetStats};
+use std::fs::File;
+use std::os::fd::FromRawFd;
+
+use device_model::net::{Backend, Net, NetConfig, NetStats};
 use device_model::virtio::{Memory, MsiMessage, MsiSink};
 use device_model::virtio_pci::{Options, VirtioPciDevice};
-use vm_memory::GuestAddress;
+use vm_memory::{FileOffset, GuestAddress};
 
 use crate::bus::Bus;
 use crate::harness::Harness;
@@ -27,6 +29,12 @@ pub enum Error {
         ram: u64,
         #[source]
         source: vm_memory::mmap::FromRangesError,
+    },
+    #[error("creating a memfd of {ram} bytes for guest RAM: {source}")]
+    Memfd {
+        ram: u64,
+        #[source]
+        source: std::io::Error,
     },
     #[error("creating the virtio-net function: {0}")]
     Net(#[from] device_model::virtio_pci::Error),
@@ -80,26 +88,46 @@ pub struct Board {
     pub ram: u64,
 }
 
+/// Guest RAM of `ram` bytes at address 0, in a memfd: a vhost-user backend maps the same
+/// pages from the descriptor.
+pub fn guest_memory(ram: u64) -> Result<Arc<Memory>, Error> {
+    if !(layout::MIN_RAM..=layout::MAX_RAM).contains(&ram) || ram % 4096 != 0 {
+        return Err(Error::RamSize {
+            ram,
+            min: layout::MIN_RAM,
+            max: layout::MAX_RAM,
+        });
+    }
+    let memfd = |source| Error::Memfd { ram, source };
+    // SAFETY: memfd_create reads a NUL-terminated name, which the literal is.
+    let fd = unsafe { libc::memfd_create(c"vlab-guest-ram".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(memfd(std::io::Error::last_os_error()));
+    }
+    // SAFETY: `fd` is a fresh descriptor nobody else owns.
+    let file = unsafe { File::from_raw_fd(fd) };
+    file.set_len(ram).map_err(memfd)?;
+    let mem = Memory::from_ranges_with_files([(
+        GuestAddress(0),
+        ram as usize,
+        Some(FileOffset::new(file, 0)),
+    )])
+    .map_err(|source| Error::Memory { ram, source })?;
+    Ok(Arc::new(mem))
+}
+
 impl Board {
+    /// A board on guest RAM `mem` (from [`guest_memory`]) whose virtio-net data queues
+    /// `backend` serves.
     pub fn new(
         cfg: &BoardConfig,
-        source: Box<dyn Source>,
-        sink: Box<dyn Sink>,
+        mem: Arc<Memory>,
+        backend: Backend,
         msi: Arc<dyn MsiSink>,
         echo: Echo,
     ) -> Result<Self, Error> {
         let ram = cfg.ram;
-        if !(layout::MIN_RAM..=layout::MAX_RAM).contains(&ram) || ram % 4096 != 0 {
-            return Err(Error::RamSize {
-                ram,
-                min: layout::MIN_RAM,
-                max: layout::MAX_RAM,
-            });
-        }
-        let mem = Memory::from_ranges(&[(GuestAddress(0), ram as usize)])
-            .map_err(|source| Error::Memory { ram, source })?;
-        let mem = Arc::new(mem);
-        let net = Net::new(cfg.net.clone(), source, sink);
+        let net = Net::with_backend(cfg.net.clone(), backend);
         let net_stats = net.stats();
         let net_shared = net.shared();
         let net = VirtioPciDevice::new(net, mem.clone(), msi, cfg.transport)?;

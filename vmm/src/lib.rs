@@ -11,6 +11,7 @@
 //! binary is a command line on top of it.
 
 pub mod args;
+pub mod backend;
 pub mod board;
 pub mod boot;
 pub mod bus;
@@ -23,3 +24,4 @@ pub mod pci_bus;
 pub mod run;
 pub mod serial;
 pub mod tap_harness;
+pub mod user_backend;

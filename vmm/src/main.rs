@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use vmm::args::{DeviceArgs, GuestArgs};
+use vmm::args::{Backend, DeviceArgs, GuestArgs};
 use vmm::run::{Input, MachineKind, Mode, Output, RunConfig};
 
 /// Exit status when vlab itself fails (bad input, no KVM, a crashed guest, a timeout), as
@@ -34,6 +34,8 @@ enum Command {
     /// Work with pcap files.
     #[command(subcommand)]
     Pcap(PcapCommand),
+    /// Serve the rust datapath to one vhost-user frontend (vlab, QEMU, DPDK's virtio_user).
+    VhostUserBackend(vmm::user_backend::BackendArgs),
 }
 
 #[derive(Subcommand)]
@@ -65,12 +67,6 @@ enum MachineArg {
     Inprocess,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum BackendArg {
-    /// The pure-Rust userspace backend (a datapath thread in vlab).
-    Rust,
-}
-
 #[derive(Args)]
 struct RunArgs {
     /// Frames to deliver to the guest (classic pcap, Ethernet).
@@ -83,9 +79,13 @@ struct RunArgs {
     /// Forwarding mode of the guest application.
     #[arg(long, value_enum)]
     mode: ModeArg,
-    /// Device backend.
+    /// Who serves the device's data queues.
     #[arg(long, value_enum, default_value = "rust")]
-    backend: BackendArg,
+    backend: Backend,
+    /// vhost-user: the backend's socket (e.g. `vlab vhost-user-backend --socket PATH`).
+    /// Without it vlab starts its own vhost-user backend on a thread, with the pcap files.
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
     /// What runs the driver.
     #[arg(long, value_enum, default_value = "kvm")]
     machine: MachineArg,
@@ -101,8 +101,9 @@ struct RunArgs {
     /// Size of generated frames in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = 64, requires = "gen")]
     gen_size: usize,
-    /// Put the device's traffic through this TAP (created, or attached to): the pcap input is
-    /// injected into the interface and the output captured there.
+    /// Put the device's traffic through this TAP: the pcap input is injected into the
+    /// interface and the output captured there. rust and vhost-kernel create it (or attach
+    /// to a persistent one); with vhost-user --socket it is the backend's interface.
     #[arg(long, value_name = "NAME", conflicts_with_all = ["gen", "loopback"])]
     tap: Option<String>,
     /// Loop the guest's transmitted frames back to its receive queue.
@@ -142,7 +143,6 @@ impl RunArgs {
             Some(p) => Output::Pcap(p.clone()),
             None => Output::Discard,
         };
-        let BackendArg::Rust = self.backend;
         RunConfig {
             machine: match self.machine {
                 MachineArg::Kvm => MachineKind::Kvm,
@@ -165,6 +165,8 @@ impl RunArgs {
             echo_serial: !self.quiet,
             guest_cpu: self.cpus.map(|c| c.0),
             datapath_cpu: self.cpus.map(|c| c.1),
+            backend: self.backend,
+            vhost_socket: self.socket.clone(),
             tap: self.tap.clone(),
         }
     }
@@ -214,6 +216,7 @@ fn main() -> ExitCode {
     let r = match &cli.command {
         Command::Run(args) => run(args, t0),
         Command::Pcap(PcapCommand::Show { file }) => pcap_show(file),
+        Command::VhostUserBackend(args) => vmm::user_backend::run(args).map_err(Into::into),
     };
     match r {
         Ok(code) => ExitCode::from(code),

@@ -8,24 +8,21 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use device_model::endpoint::{
-    self, GeneratorSource, NullSink, NullSource, PcapSink, PcapSource, Sink, Source, Timestamps,
-};
+use device_model::endpoint::marker::END_ETHERTYPE;
+use device_model::endpoint::{self};
 use device_model::net::{NetConfig, NetCounters};
-use device_model::pcap::{self, PcapOut};
+use device_model::pcap;
 use device_model::virtio_pci::TransportStats;
 use pcap_file::TsResolution;
 use pmd::harness::event;
 pub use pmd::testpmd::Mode;
 
-use crate::args::{DeviceArgs, GuestArgs};
+use crate::args::{Backend, DeviceArgs, GuestArgs};
+use crate::backend::{self, Inputs, Prepared};
 use crate::board::{self, Board, BoardConfig, MsiCounter};
 use crate::machine::{self, inprocess, kvm};
 use crate::serial::Echo;
 use crate::tap_harness::TapHarness;
-use device_model::net::NET_HDR_LEN;
-use device_model::tap::{Injection, Tap, TapSink, TapSource};
-use std::sync::atomic::Ordering;
 
 /// Which machine runs the guest code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,6 +88,10 @@ pub struct RunConfig {
     pub guest_cpu: Option<usize>,
     /// CPU for the backend's datapath thread.
     pub datapath_cpu: Option<usize>,
+    /// Who serves the data queues.
+    pub backend: Backend,
+    /// vhost-user: the backend's socket; `None` starts vlab's own backend on a thread.
+    pub vhost_socket: Option<PathBuf>,
     /// Put the device's traffic through this TAP: the input is injected into the interface
     /// and the output captured there.
     pub tap: Option<String>,
@@ -112,6 +113,8 @@ impl Default for RunConfig {
             echo_serial: false,
             guest_cpu: None,
             datapath_cpu: None,
+            backend: Backend::Rust,
+            vhost_socket: None,
             tap: None,
         }
     }
@@ -121,6 +124,7 @@ impl Default for RunConfig {
 #[derive(Clone, Debug)]
 pub struct RunReport {
     pub machine: MachineKind,
+    pub backend: Backend,
     /// The guest's exit code (0: every check of the application passed).
     pub exit_code: u32,
     pub counters: NetCounters,
@@ -154,8 +158,9 @@ impl RunReport {
             format!("FAIL (guest exit code {})", self.exit_code)
         };
         let mut s = format!(
-            "vlab: {verdict}: machine={} in={} delivered={} out={} drops={}",
+            "vlab: {verdict}: machine={} backend={} in={} delivered={} out={} drops={}",
             self.machine.name(),
+            self.backend.name(),
             self.input_frames,
             c.rx_delivered,
             self.output_frames,
@@ -197,29 +202,25 @@ pub enum Error {
     #[error(transparent)]
     Machine(#[from] machine::Error),
     #[error("stopping the backend: {0}")]
-    Backend(#[from] device_model::net::Error),
+    Stop(#[from] device_model::net::Error),
     #[error("finishing the output: {0}")]
     Output(#[from] endpoint::SinkError),
-    #[error("--loopback cannot be combined with --pcap-out")]
-    LoopbackWithOutput,
-    #[error("--tap takes its input from --pcap-in (or none), not from --gen or --loopback")]
-    TapInput,
     #[error(transparent)]
-    Tap(#[from] device_model::tap::Error),
+    Backend(#[from] crate::backend::Error),
     #[error(transparent)]
     TapHarness(#[from] crate::tap_harness::Error),
     #[error(transparent)]
     Device(#[from] crate::args::Error),
 }
 
-impl RunConfig {
-    /// The guest application's command line.
-    pub fn cmdline(&self) -> String {
-        let mut words = vec![format!("mode={}", self.mode.name())];
-        words.extend(self.guest.cmdline_words());
-        words.join(" ")
-    }
+/// The guest application's command line.
+pub fn cmdline(mode: Mode, guest: &GuestArgs) -> String {
+    let mut words = vec![format!("mode={}", mode.name())];
+    words.extend(guest.cmdline_words());
+    words.join(" ")
+}
 
+impl RunConfig {
     /// Whether the KVM machine needs an interrupt controller: only link-state interrupts
     /// use one, and it costs milliseconds to create.
     pub fn needs_interrupts(&self) -> bool {
@@ -236,30 +237,23 @@ pub fn run(cfg: &RunConfig, t0: Instant) -> Result<RunReport, Error> {
         ..NetConfig::default()
     })?;
     // Inputs first: nothing is created until they are known to be good.
-    let (source, stamps, resolution, input_frames): (Box<dyn Source>, _, _, _) = match &cfg.input {
+    let inputs = match &cfg.input {
         Input::Pcap(path) => {
             let cap = pcap::read(path, net.max_frame)?;
-            let n = cap.frames.len();
-            let stamps = Timestamps::new(cap.frames.iter().map(|f| f.ts).collect());
-            (
-                Box::new(PcapSource::new(cap.frames)),
-                stamps,
-                cap.resolution,
-                n,
-            )
+            Inputs {
+                frames: cap.frames,
+                resolution: cap.resolution,
+            }
         }
-        Input::Generator { frames, size } => (
-            Box::new(GeneratorSource::new(*frames, *size, net.mac)),
-            Timestamps::default(),
-            TsResolution::MicroSecond,
-            *frames as usize,
-        ),
-        Input::Loopback | Input::None => (
-            Box::new(NullSource),
-            Timestamps::default(),
-            TsResolution::MicroSecond,
-            0,
-        ),
+        _ => Inputs {
+            frames: Vec::new(),
+            resolution: TsResolution::MicroSecond,
+        },
+    };
+    let input_frames = match &cfg.input {
+        Input::Pcap(_) => inputs.frames.len(),
+        Input::Generator { frames, .. } => *frames as usize,
+        Input::Loopback | Input::None => 0,
     };
     let kernel = match cfg.machine {
         MachineKind::Kvm => Some(match &cfg.kernel {
@@ -269,50 +263,19 @@ pub fn run(cfg: &RunConfig, t0: Instant) -> Result<RunReport, Error> {
         MachineKind::InProcess => None,
     };
 
-    let mut tap = None;
-    let (source, sink): (Box<dyn Source>, Box<dyn Sink>) = match (&cfg.input, &cfg.output) {
-        _ if cfg.tap.is_some() => {
-            let name = cfg.tap.as_deref().unwrap_or_default();
-            let frames = match &cfg.input {
-                Input::Pcap(path) => pcap::read(path, net.max_frame)?.frames,
-                Input::None => Vec::new(),
-                Input::Generator { .. } | Input::Loopback => return Err(Error::TapInput),
-            };
-            let out = match &cfg.output {
-                Output::Pcap(path) => Some(PcapOut::create(path, resolution)?),
-                Output::Discard => None,
-            };
-            // The header on the TAP is between our datapath and the kernel: the modern size.
-            let t = Tap::open(name, NET_HDR_LEN, net.max_frame)?;
-            let injection = Arc::new(Injection::default());
-            if frames.is_empty() {
-                injection.done.store(true, Ordering::Release);
-            }
-            let tap_io = |e| {
-                Error::Tap(device_model::tap::Error::Ioctl {
-                    name: name.to_string(),
-                    what: "dup",
-                    source: e,
-                })
-            };
-            let source =
-                TapSource::new(&t, NET_HDR_LEN, Some(injection.clone())).map_err(tap_io)?;
-            let sink = TapSink::new(&t, NET_HDR_LEN).map_err(tap_io)?;
-            let written = sink.counter();
-            tap = Some(TapHarness::new(t, frames, injection, out, written));
-            (Box::new(source), Box::new(sink))
-        }
-        (Input::Loopback, Output::Pcap(_)) => return Err(Error::LoopbackWithOutput),
-        (Input::Loopback, Output::Discard) => {
-            let (s, k) = endpoint::loopback();
-            (Box::new(s), Box::new(k))
-        }
-        (_, Output::Pcap(path)) => (
-            source,
-            Box::new(PcapSink::new(PcapOut::create(path, resolution)?, stamps)),
-        ),
-        (_, Output::Discard) => (source, Box::new(NullSink::default())),
-    };
+    let mem = board::guest_memory(cfg.ram)?;
+    let Prepared {
+        backend,
+        mut harness,
+        builtin,
+        end_marker,
+        tap: _tap,
+    } = backend::prepare(cfg, &net, &mem, inputs)?;
+    let mut guest = cfg.guest.clone();
+    if end_marker && guest.end_ethertype.is_none() {
+        guest.end_ethertype = Some(format!("{END_ETHERTYPE:x}"));
+    }
+    let cmdline = cmdline(cfg.mode, &guest);
 
     let echo = if cfg.echo_serial {
         Echo::Stream(Box::new(std::io::stdout()))
@@ -324,10 +287,9 @@ pub fn run(cfg: &RunConfig, t0: Instant) -> Result<RunReport, Error> {
         net,
         transport,
     };
-    let cmdline = cfg.cmdline();
-    let start_tap = |board: &Board, tap: &mut Option<TapHarness>| -> Result<(), Error> {
-        if let Some(t) = tap.as_mut() {
-            t.start(board.net().device().shared())?;
+    let start_harness = |board: &Board, h: &mut Option<TapHarness>| -> Result<(), Error> {
+        if let Some(h) = h.as_mut() {
+            h.start(board.net().device().shared())?;
         }
         Ok(())
     };
@@ -335,28 +297,34 @@ pub fn run(cfg: &RunConfig, t0: Instant) -> Result<RunReport, Error> {
         Some(image) => {
             let vm = kvm::KvmVm::new(&cfg.kvm_device, cfg.needs_interrupts())
                 .map_err(machine::Error::from)?;
-            let board = Board::new(&board_cfg, source, sink, vm.msi_sink(), echo)?;
-            start_tap(&board, &mut tap)?;
+            let board = Board::new(&board_cfg, mem, backend, vm.msi_sink(), echo)?;
+            start_harness(&board, &mut harness)?;
             let r = vm.run(&board, image, &cmdline, cfg.timeout, cfg.guest_cpu);
             (board, r)
         }
         None => {
             let irq = Arc::new(MsiCounter::default());
-            let board = Board::new(&board_cfg, source, sink, irq.clone(), echo)?;
-            start_tap(&board, &mut tap)?;
+            let board = Board::new(&board_cfg, mem, backend, irq.clone(), echo)?;
+            start_harness(&board, &mut harness)?;
             let r = inprocess::run(&board, irq, &cmdline, cfg.timeout, cfg.guest_cpu);
             (board, r)
         }
     };
-    // Stop the backend whatever happened; its sink holds the output.
+    // Stop the backend whatever happened; its sink holds the output. A vhost session is
+    // closed here, which ends our own vhost-user backend's connection.
     let (features, transport, device_errors) = {
         let net = board.net();
         (net.driver_features(), net.stats, net.health().errors())
     };
     let shutdown = board.net().device_mut().shutdown();
-    // The TAP's capture is final only for a run that completed; either way its threads stop.
-    let captured = match tap {
-        Some(t) => Some(t.finish(result.is_ok() && shutdown.is_ok())?),
+    let completed = result.is_ok() && shutdown.is_ok();
+    // Outputs are final only for a run that completed; either way every thread stops.
+    let captured = match harness {
+        Some(h) => Some(h.finish(completed)?),
+        None => None,
+    };
+    let data_side = match builtin {
+        Some(b) => Some(b.finish(completed)?),
         None => None,
     };
     let exit_code = result?;
@@ -365,12 +333,19 @@ pub fn run(cfg: &RunConfig, t0: Instant) -> Result<RunReport, Error> {
 
     let harness = &board.bus.harness;
     let at = |e| harness.event_time(e);
+    let output_frames = captured
+        .or(data_side.as_ref().map(|d| d.output_frames))
+        .unwrap_or_else(|| sink.frames());
     Ok(RunReport {
         machine: cfg.machine,
+        backend: cfg.backend,
         exit_code,
-        counters: board.net_stats.snapshot(),
+        counters: backend::merge(
+            board.net_stats.snapshot(),
+            data_side.as_ref().map(|d| &d.counters),
+        ),
         input_frames,
-        output_frames: captured.unwrap_or_else(|| sink.frames()),
+        output_frames,
         serial: board.serial_log(),
         features,
         transport,

@@ -6,6 +6,7 @@
 
 mod generator;
 mod loopback;
+pub mod marker;
 mod pcap;
 
 use std::time::Duration;

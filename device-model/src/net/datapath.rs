@@ -45,22 +45,29 @@ const MAX_CTRL: usize = 8192;
 const CHAIN_CUT: &str = "descriptor chain loops or points outside the descriptor table";
 
 pub(super) struct Datapath {
-    mem: Arc<Memory>,
-    features: u64,
-    hdr_len: usize,
-    mrg: bool,
+    engine: Engine,
     rx: Queue,
     rx_kick: EventFd,
     tx: Queue,
     tx_kick: EventFd,
     ctrl: Option<(Queue, EventFd)>,
+    stop: Arc<AtomicBool>,
+}
+
+/// The device's work on its queues, apart from how the queues are held and when they are
+/// served: the rust backend's own thread ([`Datapath`]) and the vhost-user backend's
+/// event handler both drive one.
+pub(crate) struct Engine {
+    mem: Arc<Memory>,
+    features: u64,
+    hdr_len: usize,
+    mrg: bool,
     interrupt: Arc<dyn Interrupt>,
     health: Arc<Health>,
     source: Box<dyn Source>,
     sink: Box<dyn Sink>,
     stats: Arc<NetStats>,
     shared: Arc<NetShared>,
-    stop: Arc<AtomicBool>,
     max_frame: usize,
     filter: RxFilter,
     link_flap: Option<LinkFlap>,
@@ -73,7 +80,7 @@ pub(super) struct Datapath {
 }
 
 /// What the thread hands back when stopped.
-pub(super) struct DatapathEnd {
+pub(crate) struct DatapathEnd {
     pub source: Box<dyn Source>,
     pub sink: Box<dyn Sink>,
 }
@@ -88,7 +95,7 @@ struct RxBuf {
 
 /// The datapath cannot go on (the rings themselves are unreachable, or the sink failed).
 #[derive(Debug)]
-struct Fatal(String);
+pub(crate) struct Fatal(pub String);
 
 impl From<crate::used::Error> for Fatal {
     fn from(e: crate::used::Error) -> Self {
@@ -96,42 +103,34 @@ impl From<crate::used::Error> for Fatal {
     }
 }
 
-impl Datapath {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        mem: Arc<Memory>,
-        negotiated: u64,
-        rx: ActiveQueue,
-        tx: ActiveQueue,
-        ctrl: Option<ActiveQueue>,
-        interrupt: Arc<dyn Interrupt>,
-        health: Arc<Health>,
-        source: Box<dyn Source>,
-        sink: Box<dyn Sink>,
-        stats: Arc<NetStats>,
-        shared: Arc<NetShared>,
-        stop: Arc<AtomicBool>,
-        cfg: &NetConfig,
-    ) -> Self {
+/// What an [`Engine`] works with besides its queues.
+pub(crate) struct EngineParts {
+    pub mem: Arc<Memory>,
+    /// Features the driver accepted.
+    pub negotiated: u64,
+    pub interrupt: Arc<dyn Interrupt>,
+    pub health: Arc<Health>,
+    pub source: Box<dyn Source>,
+    pub sink: Box<dyn Sink>,
+    pub stats: Arc<NetStats>,
+    pub shared: Arc<NetShared>,
+}
+
+impl Engine {
+    pub fn new(p: EngineParts, cfg: &NetConfig) -> Self {
         Self {
-            mem,
-            features: negotiated,
-            hdr_len: hdr_len(negotiated),
-            mrg: negotiated & features::MRG_RXBUF != 0,
-            rx: rx.queue,
-            rx_kick: rx.kick,
-            tx: tx.queue,
-            tx_kick: tx.kick,
-            ctrl: ctrl.map(|c| (c.queue, c.kick)),
-            interrupt,
-            health,
-            source,
-            sink,
-            stats,
-            shared,
-            stop,
+            mem: p.mem,
+            features: p.negotiated,
+            hdr_len: hdr_len(p.negotiated),
+            mrg: p.negotiated & features::MRG_RXBUF != 0,
+            interrupt: p.interrupt,
+            health: p.health,
+            source: p.source,
+            sink: p.sink,
+            stats: p.stats,
+            shared: p.shared,
             max_frame: cfg.max_frame,
-            filter: RxFilter::new(negotiated & features::CTRL_VLAN != 0),
+            filter: RxFilter::new(p.negotiated & features::CTRL_VLAN != 0),
             link_flap: cfg.link_flap,
             link_down_since: None,
             delivered: 0,
@@ -141,111 +140,32 @@ impl Datapath {
         }
     }
 
-    pub fn run(mut self) -> DatapathEnd {
-        if let Err(Fatal(why)) = self.serve() {
-            tracing::error!("virtio-net datapath stopped: {why}");
-            self.stats.set_failure(why);
-        }
+    /// The driver (re)negotiated: the header size and buffer handling follow.
+    pub fn set_features(&mut self, negotiated: u64) {
+        self.features = negotiated;
+        self.hdr_len = hdr_len(negotiated);
+        self.mrg = negotiated & features::MRG_RXBUF != 0;
+    }
+
+    /// The guest memory changed (a vhost-user frontend sent a new table).
+    pub fn set_memory(&mut self, mem: Arc<Memory>) {
+        self.mem = mem;
+    }
+
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// Hands the endpoints back.
+    pub fn into_end(self) -> DatapathEnd {
         DatapathEnd {
             source: self.source,
             sink: self.sink,
         }
     }
 
-    fn queues(&mut self) -> impl Iterator<Item = (&'static str, &mut Queue)> {
-        [("rx", &mut self.rx), ("tx", &mut self.tx)]
-            .into_iter()
-            .chain(self.ctrl.as_mut().map(|(q, _)| ("ctrl", q)))
-    }
-
-    fn serve(&mut self) -> Result<(), Fatal> {
-        self.set_notifications(false)?;
-        let mut idle = 0u32;
-        while !self.stop.load(Ordering::Relaxed) {
-            if self.health.needs_reset() {
-                // The driver broke the rules; nothing more is processed until it resets.
-                self.sleep()?;
-                continue;
-            }
-            self.flap_link();
-            let work = self.process_ctrl()? + self.process_tx()?;
-            let (rx, rx_starved) = self.process_rx()?;
-            if work + rx > 0 {
-                idle = 0;
-                continue;
-            }
-            idle += 1;
-            if idle < IDLE_POLLS_BEFORE_SLEEP {
-                std::hint::spin_loop();
-                continue;
-            }
-            idle = 0;
-            // Ask for kicks, then look once more: the driver may have added buffers between
-            // the last poll and the request. Rx kicks matter only when rx is out of buffers.
-            let mut pending = false;
-            let mem = self.mem.clone();
-            for (name, q) in self.queues() {
-                if name == "rx" && !rx_starved {
-                    continue;
-                }
-                pending |= q
-                    .enable_notification(&*mem)
-                    .map_err(|e| Fatal(format!("{name} queue: {e}")))?;
-            }
-            if !pending {
-                self.sleep()?;
-            }
-            self.set_notifications(false)?;
-        }
-        Ok(())
-    }
-
-    fn set_notifications(&mut self, enable: bool) -> Result<(), Fatal> {
-        let mem = self.mem.clone();
-        for (name, q) in self.queues() {
-            let r = if enable {
-                q.enable_notification(&*mem).map(|_| ())
-            } else {
-                q.disable_notification(&*mem)
-            };
-            r.map_err(|e| Fatal(format!("{name} queue: {e}")))?;
-        }
-        Ok(())
-    }
-
-    /// Waits for a kick on any queue, at most [`SLEEP_MS`], and counts the kicks.
-    fn sleep(&mut self) -> Result<(), Fatal> {
-        let mut kicks = vec![&self.rx_kick, &self.tx_kick];
-        if let Some((_, k)) = &self.ctrl {
-            kicks.push(k);
-        }
-        let mut fds: Vec<libc::pollfd> = kicks
-            .iter()
-            .map(|k| libc::pollfd {
-                fd: k.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            })
-            .collect();
-        // SAFETY: `fds` is a valid array of `fds.len()` pollfd structures for the call.
-        let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, SLEEP_MS) };
-        if r < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(Fatal(format!("waiting for queue kicks: {e}")));
-            }
-        }
-        // The eventfds are non-blocking: EAGAIN just means no kick.
-        for (i, k) in kicks.iter().enumerate() {
-            if let Ok(n) = k.read() {
-                self.stats.kicks[i].fetch_add(n, Ordering::Relaxed);
-            }
-        }
-        Ok(())
-    }
-
     /// The host's link flap: down after `after` frames, up again `down_for` later.
-    fn flap_link(&mut self) {
+    pub fn flap_link(&mut self) {
         let Some(flap) = self.link_flap else {
             return;
         };
@@ -288,12 +208,12 @@ impl Datapath {
         Ok(())
     }
 
-    fn process_tx(&mut self) -> Result<usize, Fatal> {
+    pub fn process_tx(&mut self, tx: &mut Queue) -> Result<usize, Fatal> {
         let mem = self.mem.clone();
-        let mut used = UsedBatch::new(&self.tx);
+        let mut used = UsedBatch::new(tx);
         while usize::from(used.len()) < BUDGET {
-            let Some(chain) = self.tx.pop_descriptor_chain(&*mem) else {
-                self.check_avail_index(&self.tx, TX_QUEUE)?;
+            let Some(chain) = tx.pop_descriptor_chain(&*mem) else {
+                self.check_avail_index(tx, TX_QUEUE)?;
                 break;
             };
             let head = chain.head_index();
@@ -324,25 +244,16 @@ impl Datapath {
                 }
             }
             // The used length of a tx chain is 0: the device wrote nothing (2.7.8).
-            used.push(&self.tx, &mem, head, 0)?;
+            used.push(tx, &mem, head, 0)?;
         }
         let n = usize::from(used.len());
-        if used.publish(&mut self.tx, &mem)? {
+        if used.publish(tx, &mem)? {
             self.interrupt(TX_QUEUE);
         }
         Ok(n)
     }
 
-    fn process_ctrl(&mut self) -> Result<usize, Fatal> {
-        let Some((mut q, kick)) = self.ctrl.take() else {
-            return Ok(0);
-        };
-        let r = self.serve_ctrl(&mut q);
-        self.ctrl = Some((q, kick));
-        r
-    }
-
-    fn serve_ctrl(&mut self, q: &mut Queue) -> Result<usize, Fatal> {
+    pub fn serve_ctrl(&mut self, q: &mut Queue) -> Result<usize, Fatal> {
         let mem = self.mem.clone();
         let mut used = UsedBatch::new(q);
         while usize::from(used.len()) < BUDGET {
@@ -436,10 +347,14 @@ impl Datapath {
 
     /// Takes the next rx chain and checks it: device-writable descriptors only, not cut.
     /// `Ok(None)`: no buffer available. `Err`: a malformed chain, already returned empty.
-    fn next_rx_buf(&mut self, used: &mut UsedBatch) -> Result<Option<Result<RxBuf, ()>>, Fatal> {
+    fn next_rx_buf(
+        &mut self,
+        rx: &mut Queue,
+        used: &mut UsedBatch,
+    ) -> Result<Option<Result<RxBuf, ()>>, Fatal> {
         let mem = self.mem.clone();
-        let Some(chain) = self.rx.pop_descriptor_chain(&*mem) else {
-            self.check_avail_index(&self.rx, RX_QUEUE)?;
+        let Some(chain) = rx.pop_descriptor_chain(&*mem) else {
+            self.check_avail_index(rx, RX_QUEUE)?;
             return Ok(None);
         };
         let head = chain.head_index();
@@ -463,7 +378,7 @@ impl Datapath {
             self.rx_descs.truncate(start);
             self.stats.rx_malformed.fetch_add(1, Ordering::Relaxed);
             tracing::warn!("rx chain {head}: {why}");
-            used.push(&self.rx, &mem, head, 0)?;
+            used.push(rx, &mem, head, 0)?;
             return Ok(Some(Err(())));
         }
         Ok(Some(Ok(RxBuf {
@@ -475,9 +390,9 @@ impl Datapath {
 
     /// Returns the frames delivered (and malformed chains returned) and whether the driver
     /// ran out of rx buffers.
-    fn process_rx(&mut self) -> Result<(usize, bool), Fatal> {
+    pub fn process_rx(&mut self, rx: &mut Queue) -> Result<(usize, bool), Fatal> {
         let mem = self.mem.clone();
-        let mut used = UsedBatch::new(&self.rx);
+        let mut used = UsedBatch::new(rx);
         let mut done = 0;
         let mut starved = false;
         let own = self.shared.mac();
@@ -512,11 +427,11 @@ impl Datapath {
             self.rx_descs.clear();
             let mut have = 0;
             while have < need {
-                match self.next_rx_buf(&mut used)? {
+                match self.next_rx_buf(rx, &mut used)? {
                     None => {
                         // Not enough buffers: put back what this frame took; it waits.
                         for _ in 0..self.rx_bufs.len() {
-                            self.rx.go_to_previous_position();
+                            rx.go_to_previous_position();
                         }
                         starved = true;
                         break 'frames;
@@ -525,7 +440,7 @@ impl Datapath {
                         // A malformed chain, returned empty. Chains already taken for this
                         // frame cannot be put back behind it: return them empty too.
                         for b in self.rx_bufs.drain(..) {
-                            used.push(&self.rx, &mem, b.head, 0)?;
+                            used.push(rx, &mem, b.head, 0)?;
                         }
                         done += 1;
                         continue 'frames;
@@ -542,18 +457,18 @@ impl Datapath {
             if have < need {
                 // Without mergeable buffers a frame must fit one chain: drop the frame,
                 // keep the buffer for the next one.
-                self.rx.go_to_previous_position();
+                rx.go_to_previous_position();
                 self.source.consume();
                 self.stats.source_frames.fetch_add(1, Ordering::Relaxed);
                 self.stats.rx_dropped.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!("rx: {need}-byte frame does not fit a {have}-byte buffer");
                 continue;
             }
-            self.deliver(&mem, &mut used)?;
+            self.deliver(rx, &mem, &mut used)?;
             done += 1;
         }
         let delivered_any = !used.is_empty();
-        if used.publish(&mut self.rx, &mem)? {
+        if used.publish(rx, &mem)? {
             self.interrupt(RX_QUEUE);
         }
         let _ = delivered_any;
@@ -562,7 +477,7 @@ impl Datapath {
 
     /// Writes the peeked frame, behind its header, into the buffers in `rx_bufs`, and
     /// stages their used entries.
-    fn deliver(&mut self, mem: &Memory, used: &mut UsedBatch) -> Result<(), Fatal> {
+    fn deliver(&mut self, rx: &Queue, mem: &Memory, used: &mut UsedBatch) -> Result<(), Fatal> {
         let Peek::Frame(frame) = self.source.peek() else {
             return Ok(());
         };
@@ -599,13 +514,195 @@ impl Datapath {
                     at = GuestAddress(at.0 + n as u64);
                 }
             }
-            used.push(&self.rx, mem, b.head, written)?;
+            used.push(rx, mem, b.head, written)?;
         }
         self.source.consume();
         self.delivered += 1;
         self.stats.source_frames.fetch_add(1, Ordering::Relaxed);
         self.stats.rx_bytes.fetch_add(len as u64, Ordering::Relaxed);
         self.stats.rx_delivered.fetch_add(1, Ordering::Release);
+        Ok(())
+    }
+}
+
+impl Datapath {
+    pub fn new(
+        parts: EngineParts,
+        rx: ActiveQueue,
+        tx: ActiveQueue,
+        ctrl: Option<ActiveQueue>,
+        stop: Arc<AtomicBool>,
+        cfg: &NetConfig,
+    ) -> Self {
+        Self {
+            engine: Engine::new(parts, cfg),
+            rx: rx.queue,
+            rx_kick: rx.kick,
+            tx: tx.queue,
+            tx_kick: tx.kick,
+            ctrl: ctrl.map(|c| (c.queue, c.kick)),
+            stop,
+        }
+    }
+
+    pub fn run(mut self) -> DatapathEnd {
+        if let Err(Fatal(why)) = self.serve() {
+            tracing::error!("virtio-net datapath stopped: {why}");
+            self.engine.stats.set_failure(why);
+        }
+        self.engine.into_end()
+    }
+
+    fn queues(&mut self) -> impl Iterator<Item = (&'static str, &mut Queue)> {
+        [("rx", &mut self.rx), ("tx", &mut self.tx)]
+            .into_iter()
+            .chain(self.ctrl.as_mut().map(|(q, _)| ("ctrl", q)))
+    }
+
+    fn serve(&mut self) -> Result<(), Fatal> {
+        self.set_notifications(false)?;
+        let mut idle = 0u32;
+        while !self.stop.load(Ordering::Relaxed) {
+            if self.engine.health.needs_reset() {
+                // The driver broke the rules; nothing more is processed until it resets.
+                self.sleep()?;
+                continue;
+            }
+            self.engine.flap_link();
+            let ctrl = match self.ctrl.as_mut() {
+                Some((q, _)) => self.engine.serve_ctrl(q)?,
+                None => 0,
+            };
+            let work = ctrl + self.engine.process_tx(&mut self.tx)?;
+            let (rx, rx_starved) = self.engine.process_rx(&mut self.rx)?;
+            if work + rx > 0 {
+                idle = 0;
+                continue;
+            }
+            idle += 1;
+            if idle < IDLE_POLLS_BEFORE_SLEEP {
+                std::hint::spin_loop();
+                continue;
+            }
+            idle = 0;
+            // Ask for kicks, then look once more: the driver may have added buffers between
+            // the last poll and the request. Rx kicks matter only when rx is out of buffers.
+            let mut pending = false;
+            let mem = self.engine.mem.clone();
+            for (name, q) in self.queues() {
+                if name == "rx" && !rx_starved {
+                    continue;
+                }
+                pending |= q
+                    .enable_notification(&*mem)
+                    .map_err(|e| Fatal(format!("{name} queue: {e}")))?;
+            }
+            if !pending {
+                self.sleep()?;
+            }
+            self.set_notifications(false)?;
+        }
+        Ok(())
+    }
+
+    fn set_notifications(&mut self, enable: bool) -> Result<(), Fatal> {
+        let mem = self.engine.mem.clone();
+        for (name, q) in self.queues() {
+            let r = if enable {
+                q.enable_notification(&*mem).map(|_| ())
+            } else {
+                q.disable_notification(&*mem)
+            };
+            r.map_err(|e| Fatal(format!("{name} queue: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Waits for a kick on any queue, at most [`SLEEP_MS`], and counts the kicks.
+    fn sleep(&mut self) -> Result<(), Fatal> {
+        let mut kicks = vec![(RX_QUEUE, &self.rx_kick), (TX_QUEUE, &self.tx_kick)];
+        if let Some((_, k)) = &self.ctrl {
+            kicks.push((CTRL_QUEUE, k));
+        }
+        wait_for_kicks(&kicks, &self.engine.stats)
+    }
+}
+
+/// Waits for a kick on any of `kicks` (queue index, eventfd), at most [`SLEEP_MS`], and
+/// counts the kicks.
+fn wait_for_kicks(kicks: &[(u16, &EventFd)], stats: &NetStats) -> Result<(), Fatal> {
+    let mut fds: Vec<libc::pollfd> = kicks
+        .iter()
+        .map(|(_, k)| libc::pollfd {
+            fd: k.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: `fds` is a valid array of `fds.len()` pollfd structures for the call.
+    let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, SLEEP_MS) };
+    if r < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(Fatal(format!("waiting for queue kicks: {e}")));
+        }
+    }
+    // The eventfds are non-blocking: EAGAIN just means no kick.
+    for (q, k) in kicks {
+        if let Ok(n) = k.read() {
+            stats.kicks[usize::from(*q)].fetch_add(n, Ordering::Relaxed);
+        }
+    }
+    Ok(())
+}
+
+/// The control queue alone, for a device whose data queues a vhost backend serves. Commands
+/// are rare: it waits for kicks instead of polling.
+pub(super) struct ControlPath {
+    engine: Engine,
+    queue: Queue,
+    kick: EventFd,
+    stop: Arc<AtomicBool>,
+}
+
+impl ControlPath {
+    pub fn new(
+        parts: EngineParts,
+        ctrl: ActiveQueue,
+        stop: Arc<AtomicBool>,
+        cfg: &NetConfig,
+    ) -> Self {
+        Self {
+            engine: Engine::new(parts, cfg),
+            queue: ctrl.queue,
+            kick: ctrl.kick,
+            stop,
+        }
+    }
+
+    pub fn run(mut self) -> DatapathEnd {
+        if let Err(Fatal(why)) = self.serve() {
+            tracing::error!("virtio-net control queue stopped: {why}");
+            self.engine.stats.set_failure(why);
+        }
+        self.engine.into_end()
+    }
+
+    fn serve(&mut self) -> Result<(), Fatal> {
+        let mem = self.engine.mem.clone();
+        while !self.stop.load(Ordering::Relaxed) {
+            if !self.engine.health.needs_reset() {
+                self.engine.serve_ctrl(&mut self.queue)?;
+                let pending = self
+                    .queue
+                    .enable_notification(&*mem)
+                    .map_err(|e| Fatal(format!("ctrl queue: {e}")))?;
+                if pending {
+                    continue;
+                }
+            }
+            wait_for_kicks(&[(CTRL_QUEUE, &self.kick)], &self.engine.stats)?;
+        }
         Ok(())
     }
 }

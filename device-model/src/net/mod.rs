@@ -2,7 +2,7 @@
 //! link state, and the datapath it starts when the driver sets DRIVER_OK.
 
 mod ctrl;
-mod datapath;
+pub(crate) mod datapath;
 pub mod filter;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
@@ -10,9 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::endpoint::{Sink, Source};
+use crate::endpoint::{NullSink, NullSource, Sink, Source};
+use crate::vhost::Dataplane;
 use crate::virtio::{self, ActivateError, Activation, Interrupt, VirtioDevice};
-use datapath::{Datapath, DatapathEnd};
+use datapath::{ControlPath, Datapath, DatapathEnd, EngineParts};
 
 /// Virtio device type of a network card.
 pub const DEVICE_TYPE: u16 = 1;
@@ -234,7 +235,7 @@ impl NetStats {
             .clone()
     }
 
-    fn set_failure(&self, why: String) {
+    pub(crate) fn set_failure(&self, why: String) {
         let mut f = self.failure.lock().unwrap_or_else(|e| e.into_inner());
         f.get_or_insert(why);
     }
@@ -252,6 +253,17 @@ pub struct NetShared {
 }
 
 impl NetShared {
+    /// The state at power-on: the configured MAC, link up, the input held if asked.
+    pub fn new(cfg: &NetConfig) -> Arc<Self> {
+        Arc::new(Self {
+            mac: Mutex::new(cfg.mac),
+            link_up: AtomicBool::new(true),
+            input_open: AtomicBool::new(!cfg.hold_input),
+            generation: AtomicU8::new(0),
+            interrupt: Mutex::new(None),
+        })
+    }
+
     pub fn mac(&self) -> [u8; 6] {
         *self.mac.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -304,33 +316,51 @@ pub enum Error {
 
 struct Running {
     stop: Arc<AtomicBool>,
-    thread: JoinHandle<DatapathEnd>,
+    /// The datapath, or the control queue's thread beside a vhost backend (none without a
+    /// control queue).
+    thread: Option<JoinHandle<DatapathEnd>>,
 }
 
-/// A virtio-net device served by the pure-Rust backend.
+/// Who serves the rx and tx queues.
+pub enum Backend {
+    /// The rust datapath, between a source and a sink.
+    Rust {
+        source: Box<dyn Source>,
+        sink: Box<dyn Sink>,
+    },
+    /// A vhost backend (kernel or user); this process serves the control queue only.
+    Vhost(Box<dyn Dataplane>),
+}
+
+/// A virtio-net device: its configuration space and control queue here, its data queues
+/// served by the rust datapath or a vhost backend.
 pub struct Net {
     cfg: NetConfig,
     shared: Arc<NetShared>,
-    source: Option<Box<dyn Source>>,
-    sink: Option<Box<dyn Sink>>,
+    /// The rust datapath's endpoints while it is not running.
+    endpoints: Option<(Box<dyn Source>, Box<dyn Sink>)>,
+    vhost: Option<Box<dyn Dataplane>>,
     running: Option<Running>,
     stats: Arc<NetStats>,
 }
 
 impl Net {
+    /// A device served by the rust datapath between `source` and `sink`.
     pub fn new(cfg: NetConfig, source: Box<dyn Source>, sink: Box<dyn Sink>) -> Self {
-        let shared = Arc::new(NetShared {
-            mac: Mutex::new(cfg.mac),
-            link_up: AtomicBool::new(true),
-            input_open: AtomicBool::new(!cfg.hold_input),
-            generation: AtomicU8::new(0),
-            interrupt: Mutex::new(None),
-        });
+        Self::with_backend(cfg, Backend::Rust { source, sink })
+    }
+
+    pub fn with_backend(cfg: NetConfig, backend: Backend) -> Self {
+        let shared = NetShared::new(&cfg);
+        let (endpoints, vhost) = match backend {
+            Backend::Rust { source, sink } => (Some((source, sink)), None),
+            Backend::Vhost(v) => (None, Some(v)),
+        };
         Self {
             cfg,
             shared,
-            source: Some(source),
-            sink: Some(sink),
+            endpoints,
+            vhost,
             running: None,
             stats: Arc::default(),
         }
@@ -349,13 +379,24 @@ impl Net {
         self.shared.clone()
     }
 
-    /// Stops the datapath and returns the sink, for the caller to finish.
+    /// Stops the datapath and returns the sink, for the caller to finish (a vhost
+    /// backend's output is not ours: an empty sink).
     pub fn shutdown(&mut self) -> Result<Box<dyn Sink>, Error> {
-        self.stop()?;
+        let stopped = self.stop();
+        // Closing the session (the vhost-net descriptor, the vhost-user connection) tells the
+        // backend the device is gone.
+        let vhost = self.vhost.take();
+        stopped?;
         if let Some(why) = self.stats.failure() {
             return Err(Error::Datapath(why));
         }
-        self.sink.take().ok_or(Error::EndpointLost)
+        if vhost.is_some() {
+            return Ok(Box::<NullSink>::default());
+        }
+        self.endpoints
+            .take()
+            .map(|(_, sink)| sink)
+            .ok_or(Error::EndpointLost)
     }
 
     /// Stops a running datapath and takes the endpoints back.
@@ -364,10 +405,20 @@ impl Net {
             return Ok(());
         };
         running.stop.store(true, Ordering::Release);
-        match running.thread.join() {
+        if let Some(vhost) = self.vhost.as_mut() {
+            if let Err(e) = vhost.stop() {
+                self.stats.set_failure(e.to_string());
+            }
+        }
+        let Some(thread) = running.thread else {
+            return Ok(());
+        };
+        match thread.join() {
             Ok(end) => {
-                self.source = Some(end.source);
-                self.sink = Some(end.sink);
+                // The control path beside a vhost backend had no endpoints of ours.
+                if self.vhost.is_none() {
+                    self.endpoints = Some((end.source, end.sink));
+                }
                 Ok(())
             }
             Err(panic) => {
@@ -460,45 +511,72 @@ impl VirtioDevice for Net {
         if a.features & features::CTRL_VQ != 0 && ctrl.is_none() {
             return Err(ActivateError::QueueNotEnabled(CTRL_QUEUE));
         }
-        let (Some(source), Some(sink)) = (self.source.take(), self.sink.take()) else {
-            return Err(ActivateError::Datapath(
-                "the endpoint was lost earlier".into(),
-            ));
-        };
         *self
             .shared
             .interrupt
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(a.interrupt.clone());
         let stop = Arc::new(AtomicBool::new(false));
-        let dp = Datapath::new(
-            a.mem,
-            a.features,
-            rx,
-            tx,
-            ctrl,
-            a.interrupt,
-            a.health,
+        let parts = |source, sink| EngineParts {
+            mem: a.mem.clone(),
+            negotiated: a.features,
+            interrupt: a.interrupt.clone(),
+            health: a.health.clone(),
             source,
             sink,
-            self.stats.clone(),
-            self.shared.clone(),
-            stop.clone(),
-            &self.cfg,
-        );
-        let cpu = self.cfg.datapath_cpu;
-        let thread = std::thread::Builder::new()
-            .name("vlab-net".into())
-            .spawn(move || {
-                if let Some(cpu) = cpu {
-                    if let Err(e) = crate::affinity::pin_current_thread(cpu) {
-                        tracing::warn!("datapath: cannot pin to CPU {cpu}: {e}");
+            stats: self.stats.clone(),
+            shared: self.shared.clone(),
+        };
+        let thread = if let Some(vhost) = self.vhost.as_mut() {
+            if let Err(e) = vhost.start(
+                &a.mem,
+                a.features,
+                [&rx, &tx],
+                a.interrupt.clone(),
+                self.stats.clone(),
+            ) {
+                // A host-side failure, not the driver's: it ends the run.
+                self.stats.set_failure(e.to_string());
+                let _ = vhost.stop();
+                return Err(ActivateError::Datapath(e.to_string()));
+            }
+            let Some(ctrl) = ctrl else {
+                self.running = Some(Running { stop, thread: None });
+                return Ok(());
+            };
+            let cp = ControlPath::new(
+                parts(Box::new(NullSource), Box::<NullSink>::default()),
+                ctrl,
+                stop.clone(),
+                &self.cfg,
+            );
+            std::thread::Builder::new()
+                .name("vlab-net-ctrl".into())
+                .spawn(move || cp.run())
+        } else {
+            let Some((source, sink)) = self.endpoints.take() else {
+                return Err(ActivateError::Datapath(
+                    "the endpoint was lost earlier".into(),
+                ));
+            };
+            let dp = Datapath::new(parts(source, sink), rx, tx, ctrl, stop.clone(), &self.cfg);
+            let cpu = self.cfg.datapath_cpu;
+            std::thread::Builder::new()
+                .name("vlab-net".into())
+                .spawn(move || {
+                    if let Some(cpu) = cpu {
+                        if let Err(e) = crate::affinity::pin_current_thread(cpu) {
+                            tracing::warn!("datapath: cannot pin to CPU {cpu}: {e}");
+                        }
                     }
-                }
-                dp.run()
-            })
-            .map_err(|e| ActivateError::Datapath(e.to_string()))?;
-        self.running = Some(Running { stop, thread });
+                    dp.run()
+                })
+        };
+        let thread = thread.map_err(|e| ActivateError::Datapath(e.to_string()))?;
+        self.running = Some(Running {
+            stop,
+            thread: Some(thread),
+        });
         Ok(())
     }
 

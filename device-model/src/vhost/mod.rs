@@ -1,0 +1,405 @@
+//! vhost backends: the rx and tx queues served by someone else (the kernel's vhost-net, or a
+//! vhost-user backend process) while this process keeps the PCI transport, the
+//! configuration space and the control queue, as QEMU does.
+//!
+//! Both backends are driven by one code path ([`Vhost`]) over the `vhost` crate's
+//! [`VhostBackend`] trait: owner, features, memory table, and per queue its size, base,
+//! addresses, call and kick eventfds. What differs is small ([`Peer`]): how a queue is
+//! attached (vhost-net: the TAP as its socket; vhost-user: VHOST_USER_SET_VRING_ENABLE),
+//! which feature bits mean what, and how a dead backend shows.
+//!
+//! Kicks go straight from the driver to the backend: the queue's kick eventfd is the KVM
+//! ioeventfd of its notify slot (or, in-process, the one the transport signals). The
+//! backend's call eventfds are forwarded to the transport's interrupt by one small thread,
+//! which also watches a vhost-user connection and fails the run when the backend dies.
+
+pub mod kernel;
+pub mod user;
+pub mod user_backend;
+
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
+use virtio_queue::QueueT;
+use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::net::{features as net_features, NetStats, RX_QUEUE, TX_QUEUE};
+use crate::virtio::{features as virtio_features, ActiveQueue, Interrupt, Memory};
+
+/// The virtio feature bits a backend serves on the data queues: what it must support for
+/// the device to offer them. The rest (MAC, STATUS, MTU, the control queue) is ours.
+pub const DATA_FEATURES: u64 = net_features::MRG_RXBUF
+    | net_features::ANY_LAYOUT
+    | virtio_features::RING_INDIRECT_DESC
+    | virtio_features::RING_EVENT_IDX
+    | virtio_features::VERSION_1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{backend} backend: {step}: {source}")]
+    Step {
+        backend: &'static str,
+        step: &'static str,
+        #[source]
+        source: vhost::Error,
+    },
+    #[error("{backend} backend: {step}: {source}")]
+    Io {
+        backend: &'static str,
+        step: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{backend} backend: feature negotiation: the run needs {missing}, which the backend \
+         does not offer (it offers {offered})"
+    )]
+    Features {
+        backend: &'static str,
+        missing: String,
+        offered: String,
+    },
+    #[error("{backend} backend: {why}")]
+    Other { backend: &'static str, why: String },
+}
+
+/// Names of the feature bits in `bits`, for messages.
+pub fn feature_names(bits: u64) -> String {
+    let names: Vec<&str> = net_features::NAMES
+        .iter()
+        .filter(|(_, b)| bits & b != 0)
+        .map(|(n, _)| *n)
+        .collect();
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// What differs between the kernel's vhost-net and a vhost-user backend.
+pub trait Peer: Send {
+    /// "vhost-kernel" or "vhost-user", for messages.
+    const NAME: &'static str;
+    /// The `vhost` crate's handle for the session.
+    type Backend: VhostBackend;
+
+    fn backend(&self) -> &Self::Backend;
+
+    /// Whether ring addresses go to the backend as our virtual addresses (vhost-user, per
+    /// its spec) rather than guest-physical ones (the crate translates for vhost-net).
+    const RINGS_BY_VIRTUAL_ADDRESS: bool;
+
+    /// The virtio data features the backend supports, from its VHOST_GET_FEATURES reply.
+    fn data_features(&self, raw: u64) -> u64 {
+        raw & DATA_FEATURES
+    }
+
+    /// The value for VHOST_SET_FEATURES, given the features the driver accepted.
+    fn backend_features(&self, negotiated: u64) -> u64;
+
+    /// Called before the rings are set up, with the features the driver accepted.
+    fn prepare(&mut self, negotiated: u64) -> Result<(), Error>;
+
+    /// Starts the backend on queue `index` once its ring is set up.
+    fn attach(&mut self, index: usize) -> Result<(), Error>;
+
+    /// Stops the backend on queue `index`.
+    fn detach(&mut self, index: usize) -> Result<(), Error>;
+
+    /// A descriptor that shows POLLHUP when the backend dies, if it can.
+    fn connection(&self) -> Option<RawFd> {
+        None
+    }
+}
+
+/// A vhost backend behind our device; the virtio-net device drives it through this.
+pub trait Dataplane: Send {
+    fn name(&self) -> &'static str;
+
+    /// The data features the backend supports.
+    fn features(&self) -> u64;
+
+    /// Hands the rx and tx queues to the backend. `stats` takes a failure noticed later
+    /// (a backend that dies), which stops the run.
+    fn start(
+        &mut self,
+        mem: &Memory,
+        negotiated: u64,
+        queues: [&ActiveQueue; 2],
+        interrupt: Arc<dyn Interrupt>,
+        stats: Arc<NetStats>,
+    ) -> Result<(), Error>;
+
+    /// Takes the queues back (on reset and at the end of a run).
+    fn stop(&mut self) -> Result<(), Error>;
+}
+
+/// The common driver of a vhost backend.
+pub struct Vhost<P: Peer> {
+    peer: P,
+    features: u64,
+    calls: Option<CallForwarder>,
+    started: bool,
+}
+
+impl<P: Peer> Vhost<P> {
+    /// Takes ownership of the backend session (VHOST_SET_OWNER) and reads its features.
+    pub fn new(peer: P) -> Result<Self, Error> {
+        let step = |step| {
+            move |source| Error::Step {
+                backend: P::NAME,
+                step,
+                source,
+            }
+        };
+        peer.backend().set_owner().map_err(step("SET_OWNER"))?;
+        let raw = peer
+            .backend()
+            .get_features()
+            .map_err(step("GET_FEATURES"))?;
+        let features = peer.data_features(raw);
+        Ok(Self {
+            peer,
+            features,
+            calls: None,
+            started: false,
+        })
+    }
+
+    pub fn peer(&self) -> &P {
+        &self.peer
+    }
+
+    /// Fails unless the backend supports every data feature in `wanted`.
+    pub fn check_features(&self, wanted: u64) -> Result<(), Error> {
+        let missing = wanted & DATA_FEATURES & !self.features;
+        if missing != 0 {
+            return Err(Error::Features {
+                backend: P::NAME,
+                missing: feature_names(missing),
+                offered: feature_names(self.features),
+            });
+        }
+        Ok(())
+    }
+
+    fn step<T>(&self, step: &'static str, r: vhost::Result<T>) -> Result<T, Error> {
+        r.map_err(|source| Error::Step {
+            backend: P::NAME,
+            step,
+            source,
+        })
+    }
+}
+
+/// The memory table for the backend: every RAM region, with its file when it has one
+/// (vhost-user maps it; vhost-net uses our own mapping's addresses).
+fn memory_table(mem: &Memory) -> Vec<VhostUserMemoryRegionInfo> {
+    mem.iter()
+        .map(|r| {
+            let (mmap_offset, mmap_handle) = match r.file_offset() {
+                Some(f) => (f.start(), f.file().as_raw_fd()),
+                None => (0, -1),
+            };
+            VhostUserMemoryRegionInfo {
+                guest_phys_addr: r.start_addr().raw_value(),
+                memory_size: r.len(),
+                userspace_addr: r.as_ptr() as u64,
+                mmap_offset,
+                mmap_handle,
+            }
+        })
+        .collect()
+}
+
+impl<P: Peer> Dataplane for Vhost<P> {
+    fn name(&self) -> &'static str {
+        P::NAME
+    }
+
+    fn features(&self) -> u64 {
+        self.features
+    }
+
+    fn start(
+        &mut self,
+        mem: &Memory,
+        negotiated: u64,
+        queues: [&ActiveQueue; 2],
+        interrupt: Arc<dyn Interrupt>,
+        stats: Arc<NetStats>,
+    ) -> Result<(), Error> {
+        self.peer.prepare(negotiated)?;
+        let features = self.peer.backend_features(negotiated);
+        let b = self.peer.backend();
+        self.step("SET_FEATURES", b.set_features(features))?;
+        self.step("SET_MEM_TABLE", b.set_mem_table(&memory_table(mem)))?;
+        let io = |step| {
+            move |source| Error::Io {
+                backend: P::NAME,
+                step,
+                source,
+            }
+        };
+        let calls = [
+            EventFd::new(EFD_NONBLOCK).map_err(io("creating a call eventfd"))?,
+            EventFd::new(EFD_NONBLOCK).map_err(io("creating a call eventfd"))?,
+        ];
+        for (index, aq) in [RX_QUEUE, TX_QUEUE].into_iter().zip(queues) {
+            let i = usize::from(index);
+            let q = &aq.queue;
+            let b = self.peer.backend();
+            self.step("SET_VRING_NUM", b.set_vring_num(i, q.size()))?;
+            self.step("SET_VRING_BASE", b.set_vring_base(i, q.next_avail()))?;
+            let addr = |gpa: u64| -> Result<u64, Error> {
+                if !P::RINGS_BY_VIRTUAL_ADDRESS {
+                    return Ok(gpa);
+                }
+                mem.get_host_address(GuestAddress(gpa))
+                    .map(|p| p as u64)
+                    .map_err(|e| Error::Other {
+                        backend: P::NAME,
+                        why: format!("queue {i}: ring at {gpa:#x}: {e}"),
+                    })
+            };
+            let ring = VringConfigData {
+                queue_max_size: q.max_size(),
+                queue_size: q.size(),
+                flags: 0,
+                desc_table_addr: addr(q.desc_table())?,
+                used_ring_addr: addr(q.used_ring())?,
+                avail_ring_addr: addr(q.avail_ring())?,
+                log_addr: None,
+            };
+            self.step("SET_VRING_ADDR", b.set_vring_addr(i, &ring))?;
+            self.step("SET_VRING_CALL", b.set_vring_call(i, &calls[i]))?;
+            self.step("SET_VRING_KICK", b.set_vring_kick(i, &aq.kick))?;
+            self.peer.attach(i)?;
+        }
+        self.calls = Some(
+            CallForwarder::spawn(calls, interrupt, self.peer.connection(), stats, P::NAME)
+                .map_err(io("starting the call forwarder"))?,
+        );
+        self.started = true;
+        Ok(())
+    }
+
+    fn stop(&mut self) -> Result<(), Error> {
+        if let Some(c) = self.calls.take() {
+            c.stop();
+        }
+        if !std::mem::take(&mut self.started) {
+            return Ok(());
+        }
+        for index in [RX_QUEUE, TX_QUEUE] {
+            let i = usize::from(index);
+            self.peer.detach(i)?;
+            self.step("GET_VRING_BASE", self.peer.backend().get_vring_base(i))?;
+        }
+        Ok(())
+    }
+}
+
+/// Forwards the backend's used-buffer notifications (call eventfds) to the transport's
+/// interrupt, and watches the backend's connection.
+struct CallForwarder {
+    stop: Arc<AtomicBool>,
+    wake: EventFd,
+    thread: JoinHandle<()>,
+}
+
+impl CallForwarder {
+    fn spawn(
+        calls: [EventFd; 2],
+        interrupt: Arc<dyn Interrupt>,
+        connection: Option<RawFd>,
+        stats: Arc<NetStats>,
+        backend: &'static str,
+    ) -> std::io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let wake = EventFd::new(EFD_NONBLOCK)?;
+        let thread_wake = wake.try_clone()?;
+        let thread_stop = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("vlab-vhost-call".into())
+            .spawn(move || {
+                forward_calls(
+                    &calls,
+                    &*interrupt,
+                    connection,
+                    &stats,
+                    backend,
+                    &thread_wake,
+                    &thread_stop,
+                )
+            })?;
+        Ok(Self { stop, wake, thread })
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Release);
+        let _ = self.wake.write(1);
+        let _ = self.thread.join();
+    }
+}
+
+fn forward_calls(
+    calls: &[EventFd; 2],
+    interrupt: &dyn Interrupt,
+    connection: Option<RawFd>,
+    stats: &NetStats,
+    backend: &'static str,
+    wake: &EventFd,
+    stop: &AtomicBool,
+) {
+    let queues = [RX_QUEUE, TX_QUEUE];
+    let mut fds: Vec<libc::pollfd> = calls
+        .iter()
+        .chain(std::iter::once(wake))
+        .map(|e| libc::pollfd {
+            fd: e.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    if let Some(fd) = connection {
+        fds.push(libc::pollfd {
+            fd,
+            events: libc::POLLRDHUP,
+            revents: 0,
+        });
+    }
+    while !stop.load(Ordering::Acquire) {
+        // SAFETY: `fds` is a valid array of `fds.len()` pollfd structures for the call.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            stats.set_failure(format!("{backend} backend: waiting for calls: {e}"));
+            return;
+        }
+        for (i, call) in calls.iter().enumerate() {
+            if fds[i].revents & libc::POLLIN != 0 && call.read().is_ok() {
+                stats.interrupts.fetch_add(1, Ordering::Relaxed);
+                interrupt.queue(queues[i]);
+            }
+        }
+        if let Some(conn) = fds.get(3) {
+            if conn.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
+                && !stop.load(Ordering::Acquire)
+            {
+                stats.set_failure(format!(
+                    "{backend} backend: the backend closed its connection during the run"
+                ));
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! The frontend side of vhost-user: a backend process on a UNIX socket serves the queues
+//! from guest memory it maps from the file descriptors we send (the guest RAM is a memfd).
+
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::Path;
+
+use vhost::vhost_user::message::VhostUserProtocolFeatures;
+use vhost::vhost_user::{Frontend, VhostUserFrontend};
+
+use super::{Error, Peer, DATA_FEATURES};
+
+/// VHOST_USER_F_PROTOCOL_FEATURES: the backend speaks the protocol-feature extension; rings
+/// then start disabled until VHOST_USER_SET_VRING_ENABLE.
+const PROTOCOL_FEATURES: u64 = 1 << 30;
+
+/// A connection to a vhost-user backend.
+pub struct UserNet {
+    frontend: Frontend,
+    protocol: bool,
+}
+
+impl UserNet {
+    /// Connects to the backend listening on `path` and agrees on protocol features.
+    pub fn connect(path: &Path) -> Result<Self, Error> {
+        if !path.exists() {
+            return Err(Error::Other {
+                backend: Self::NAME,
+                why: format!("connecting to {}: no such socket", path.display()),
+            });
+        }
+        let mut frontend = Frontend::connect(path, 2).map_err(|source| Error::Step {
+            backend: Self::NAME,
+            step: "connecting",
+            source,
+        })?;
+        let step = |step| {
+            move |source| Error::Step {
+                backend: Self::NAME,
+                step,
+                source,
+            }
+        };
+        let raw = frontend.get_features().map_err(step("GET_FEATURES"))?;
+        let protocol = raw & PROTOCOL_FEATURES != 0;
+        if protocol {
+            // Only what we use: replies to every request, so a failing step is seen at
+            // that step and not one later.
+            let offered = frontend
+                .get_protocol_features()
+                .map_err(step("GET_PROTOCOL_FEATURES"))?;
+            let wanted = offered & VhostUserProtocolFeatures::REPLY_ACK;
+            frontend
+                .set_protocol_features(wanted)
+                .map_err(step("SET_PROTOCOL_FEATURES"))?;
+        }
+        Ok(Self { frontend, protocol })
+    }
+
+    fn enable(&mut self, index: usize, on: bool) -> Result<(), Error> {
+        if !self.protocol {
+            // Without the extension a ring runs as soon as it has a kick eventfd.
+            return Ok(());
+        }
+        self.frontend
+            .set_vring_enable(index, on)
+            .map_err(|source| Error::Step {
+                backend: Self::NAME,
+                step: "SET_VRING_ENABLE",
+                source,
+            })
+    }
+}
+
+use vhost::VhostBackend;
+
+impl Peer for UserNet {
+    const NAME: &'static str = "vhost-user";
+    type Backend = Frontend;
+    const RINGS_BY_VIRTUAL_ADDRESS: bool = true;
+
+    fn backend(&self) -> &Self::Backend {
+        &self.frontend
+    }
+
+    fn backend_features(&self, negotiated: u64) -> u64 {
+        let protocol = if self.protocol { PROTOCOL_FEATURES } else { 0 };
+        (negotiated & DATA_FEATURES) | protocol
+    }
+
+    fn prepare(&mut self, _negotiated: u64) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn attach(&mut self, index: usize) -> Result<(), Error> {
+        self.enable(index, true)
+    }
+
+    fn detach(&mut self, index: usize) -> Result<(), Error> {
+        self.enable(index, false)
+    }
+
+    fn connection(&self) -> Option<RawFd> {
+        Some(self.frontend.as_raw_fd())
+    }
+}
