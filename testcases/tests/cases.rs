@@ -6,12 +6,20 @@
 //! then produce the same capture, the same guest log and the same exit code, byte for byte.
 //! Without /dev/kvm the KVM half fails with the reason: it is not skipped.
 //!
-//! One trial per case and transport, so `cargo test -p testcases -- basic/io-ntp` runs one
-//! case and `cargo nextest run --partition count:1/4` splits them.
+//! Then every other backend this machine runs (rust-tap, vhost-user; vhost-kernel where
+//! /dev/vhost-net exists, else in the Linux VM of `tests/vhost_kernel.rs`) must give the
+//! rust backend's verdict and output, byte for byte, unless the case puts it out of scope
+//! (those trials show as ignored, with the reason in the case file).
+//!
+//! One trial per case, transport and backend, so `cargo test -p testcases -- basic/io-ntp`
+//! runs one case and `cargo nextest run --partition count:1/4` splits them.
 
 use libtest_mimic::{Arguments, Failed, Trial};
+use std::sync::Arc;
+
 use testcases::{check_mode, discover, root, Case};
 use vmm::args::Transport;
+use vmm::compare::{compare_case, Target};
 use vmm::run::MachineKind;
 
 fn run_case(case: &Case, transport: Transport) -> Result<(), Failed> {
@@ -74,19 +82,55 @@ fn run_case(case: &Case, transport: Transport) -> Result<(), Failed> {
     Ok(())
 }
 
+/// The case on backend `target`, against the rust backend, both in-process.
+fn run_backend(case: &Case, transport: Transport, target: Target) -> Result<(), Failed> {
+    if let Some(why) = target.unavailable() {
+        return Err(format!("{target} cannot run here: {why}").into());
+    }
+    let tmp = tempfile::tempdir()?;
+    let (_, outcomes) = compare_case(
+        case,
+        transport,
+        MachineKind::InProcess,
+        &[target],
+        tmp.path(),
+    )?;
+    match outcomes.first() {
+        Some((_, o)) if o.ok() => Ok(()),
+        Some((_, o)) => Err(format!("{target}: {o}").into()),
+        None => Err("no outcome".into()),
+    }
+}
+
+fn trials(case: Case) -> Vec<Trial> {
+    let case = Arc::new(case);
+    let mut out = Vec::new();
+    // vhost-kernel runs here only where the host has vhost-net.
+    let targets = [Target::RustTap, Target::VhostUser, Target::VhostKernel]
+        .into_iter()
+        .filter(|t| *t != Target::VhostKernel || t.unavailable().is_none());
+    for t in case.spec.transports.clone() {
+        let c = case.clone();
+        out.push(Trial::test(
+            format!("{}::{}", c.name, t.name()),
+            move || run_case(&c, t),
+        ));
+        for target in targets.clone() {
+            let c = case.clone();
+            let name = format!("{}::{}::{target}", c.name, t.name());
+            let ignored = c.spec.out_of_scope.contains_key(&target);
+            out.push(
+                Trial::test(name, move || run_backend(&c, t, target)).with_ignored_flag(ignored),
+            );
+        }
+    }
+    out
+}
+
 fn main() {
     let args = Arguments::from_args();
     let trials = match discover(&root()) {
-        Ok(cases) => cases
-            .into_iter()
-            .flat_map(|case| {
-                let case = std::sync::Arc::new(case);
-                case.spec.transports.clone().into_iter().map(move |t| {
-                    let c = case.clone();
-                    Trial::test(format!("{}::{}", c.name, t.name()), move || run_case(&c, t))
-                })
-            })
-            .collect(),
+        Ok(cases) => cases.into_iter().flat_map(trials).collect(),
         Err(e) => vec![Trial::test("discover", move || Err(e.to_string().into()))],
     };
     libtest_mimic::run(&args, trials).exit();

@@ -15,6 +15,8 @@ pub mod backend;
 pub mod board;
 pub mod boot;
 pub mod bus;
+pub mod case;
+pub mod compare;
 pub mod decode;
 pub mod harness;
 pub mod image;

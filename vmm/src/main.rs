@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use vmm::args::{Backend, DeviceArgs, GuestArgs};
+use vmm::compare::Target;
 use vmm::run::{Input, MachineKind, Mode, Output, RunConfig};
 
 /// Exit status when vlab itself fails (bad input, no KVM, a crashed guest, a timeout), as
@@ -34,6 +35,8 @@ enum Command {
     /// Work with pcap files.
     #[command(subcommand)]
     Pcap(PcapCommand),
+    /// Run cases on several backends and compare each output with the rust backend's.
+    Compare(CompareArgs),
     /// Serve the rust datapath to one vhost-user frontend (vlab, QEMU, DPDK's virtio_user).
     VhostUserBackend(vmm::user_backend::BackendArgs),
 }
@@ -144,10 +147,7 @@ impl RunArgs {
             None => Output::Discard,
         };
         RunConfig {
-            machine: match self.machine {
-                MachineArg::Kvm => MachineKind::Kvm,
-                MachineArg::Inprocess => MachineKind::InProcess,
-            },
+            machine: machine_kind(self.machine),
             mode: match self.mode {
                 ModeArg::Io => Mode::Io,
                 ModeArg::Macswap => Mode::MacSwap,
@@ -169,6 +169,78 @@ impl RunArgs {
             vhost_socket: self.socket.clone(),
             tap: self.tap.clone(),
         }
+    }
+}
+
+#[derive(Args)]
+struct CompareArgs {
+    /// Case directories (with case.toml), suites of them, or directories of suites.
+    #[arg(required = true, value_name = "CASE")]
+    cases: Vec<PathBuf>,
+    /// Backends to run, compared with rust: rust-tap, vhost-kernel, vhost-user.
+    #[arg(long, value_delimiter = ',', value_parser = Target::parse,
+          default_value = "rust,rust-tap,vhost-kernel,vhost-user")]
+    backends: Vec<Target>,
+    /// What runs the driver.
+    #[arg(long, value_enum, default_value = "kvm")]
+    machine: MachineArg,
+    /// Only this transport (default: every transport each case names).
+    #[arg(long, value_enum)]
+    transport: Option<vmm::args::Transport>,
+    /// Report backends this machine cannot run without failing.
+    #[arg(long)]
+    skip_unavailable: bool,
+}
+
+/// `vlab compare`: one line per case and transport for the reference, one per backend.
+fn compare(args: &CompareArgs) -> anyhow::Result<u8> {
+    let mut cases = Vec::new();
+    for p in &args.cases {
+        cases.extend(vmm::compare::load_cases(p)?);
+    }
+    let machine = machine_kind(args.machine);
+    let dir = tempfile::tempdir()?;
+    let mut tally = vmm::compare::Tally::default();
+    let mut out = std::io::stdout().lock();
+    for case in &cases {
+        let transports: Vec<_> = case
+            .spec
+            .transports
+            .iter()
+            .copied()
+            .filter(|t| args.transport.is_none_or(|only| only == *t))
+            .collect();
+        for t in transports {
+            let (reference, outcomes) =
+                vmm::compare::compare_case(case, t, machine, &args.backends, dir.path())?;
+            let _ = writeln!(
+                out,
+                "{} ({}): rust: guest exit code {}, {} frames out",
+                case.name,
+                t.name(),
+                reference.report.exit_code,
+                reference.frames.len()
+            );
+            for (target, outcome) in &outcomes {
+                tally.add(outcome);
+                let _ = writeln!(out, "  {:<13} {outcome}", target.name());
+            }
+        }
+    }
+    let _ = writeln!(out, "vlab compare: {tally}");
+    let unexplained = tally.differ + tally.failed;
+    let missing = if args.skip_unavailable {
+        0
+    } else {
+        tally.unavailable
+    };
+    Ok(u8::from(unexplained + missing > 0))
+}
+
+fn machine_kind(m: MachineArg) -> MachineKind {
+    match m {
+        MachineArg::Kvm => MachineKind::Kvm,
+        MachineArg::Inprocess => MachineKind::InProcess,
     }
 }
 
@@ -216,6 +288,7 @@ fn main() -> ExitCode {
     let r = match &cli.command {
         Command::Run(args) => run(args, t0),
         Command::Pcap(PcapCommand::Show { file }) => pcap_show(file),
+        Command::Compare(args) => compare(args),
         Command::VhostUserBackend(args) => vmm::user_backend::run(args).map_err(Into::into),
     };
     match r {

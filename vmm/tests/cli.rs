@@ -97,7 +97,8 @@ fn io_run_forwards_a_foreign_capture_byte_exact() {
     assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
     let summary = String::from_utf8_lossy(&o.stdout);
     assert!(
-        summary.starts_with("vlab: PASS: machine=kvm backend=rust in=12 delivered=12 out=12 drops=0"),
+        summary
+            .starts_with("vlab: PASS: machine=kvm backend=rust in=12 delivered=12 out=12 drops=0"),
         "{summary}"
     );
     // Same records: every byte after the 24-byte file header, timestamps included.

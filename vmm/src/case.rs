@@ -1,0 +1,372 @@
+//! Pcap-driven cases: `<suite>/<case>/case.toml` beside an optional `in.pcap`.
+//!
+//! A case says what the guest does (mode and port setup), how the device presents itself,
+//! and on which transports it runs. The test harness (`tests/cases.rs`) runs it on the
+//! in-process machine and on the KVM machine for each transport, checks what the mode
+//! promises (io returns what the device delivered, macswap with its MACs swapped, txonly
+//! sends what it was asked to), snapshots the guest log and the decoded output, and requires
+//! both machines to agree byte for byte.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::args::{DeviceArgs, GuestArgs, Transport};
+use crate::compare::Target;
+use crate::run::{Input, MachineKind, Mode, Output, RunConfig, RunReport};
+use device_model::pcap::{self, Frame};
+use serde::Deserialize;
+
+/// `case.toml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CaseSpec {
+    /// What the case shows, in a sentence.
+    pub description: String,
+    /// io, macswap, rxonly or txonly.
+    pub mode: String,
+    /// Transports to run on (default: both). The device is transitional unless
+    /// `device.modern-only` is set.
+    #[serde(default = "both_transports")]
+    pub transports: Vec<Transport>,
+    /// The guest's port setup (`vlab run`'s guest flags).
+    #[serde(default)]
+    pub guest: GuestArgs,
+    /// The device (`vlab run`'s device flags).
+    #[serde(default)]
+    pub device: DeviceArgs,
+    #[serde(default)]
+    pub expect: Expect,
+    /// Backends the case does not apply to, each with the reason (rust-tap, vhost-kernel,
+    /// vhost-user): `vlab compare` and the suites report them instead of running them.
+    #[serde(default)]
+    pub out_of_scope: BTreeMap<Target, String>,
+}
+
+fn both_transports() -> Vec<Transport> {
+    vec![Transport::Modern, Transport::Legacy]
+}
+
+/// What the case expects beyond its snapshot.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// The guest's exit code (default 0: every check passed).
+    #[serde(default)]
+    pub exit: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Toml {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("{path}: mode '{mode}' is not one of io, macswap, rxonly, txonly")]
+    Mode { path: PathBuf, mode: String },
+    #[error("{path}: mode {mode} needs an in.pcap beside the case file")]
+    NoInput { path: PathBuf, mode: String },
+    #[error(transparent)]
+    Pcap(#[from] pcap::Error),
+    #[error("running {case} on {machine}: {source}")]
+    Run {
+        case: String,
+        machine: &'static str,
+        #[source]
+        source: crate::run::Error,
+    },
+}
+
+/// One case on disk.
+#[derive(Debug)]
+pub struct Case {
+    /// `<suite>/<case>`.
+    pub name: String,
+    pub dir: PathBuf,
+    pub spec: CaseSpec,
+    pub mode: Mode,
+}
+
+impl Case {
+    /// Reads and checks `dir/case.toml`.
+    pub fn load(name: String, dir: PathBuf) -> Result<Self, Error> {
+        let path = dir.join("case.toml");
+        let text = std::fs::read_to_string(&path).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let spec: CaseSpec = toml::from_str(&text).map_err(|source| Error::Toml {
+            path: path.clone(),
+            source,
+        })?;
+        let mode = match spec.mode.as_str() {
+            "io" => Mode::Io,
+            "macswap" => Mode::MacSwap,
+            "rxonly" => Mode::RxOnly,
+            "txonly" => Mode::TxOnly,
+            other => {
+                return Err(Error::Mode {
+                    path,
+                    mode: other.to_string(),
+                })
+            }
+        };
+        if mode != Mode::TxOnly && !dir.join("in.pcap").is_file() {
+            return Err(Error::NoInput {
+                path,
+                mode: spec.mode.clone(),
+            });
+        }
+        Ok(Self {
+            name,
+            dir,
+            spec,
+            mode,
+        })
+    }
+
+    pub fn input_path(&self) -> Option<PathBuf> {
+        let p = self.dir.join("in.pcap");
+        p.is_file().then_some(p)
+    }
+
+    /// The input frames (none for a case without in.pcap).
+    pub fn input(&self) -> Result<Vec<Frame>, Error> {
+        match self.input_path() {
+            Some(p) => Ok(pcap::read(&p, usize::MAX)?.frames),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Runs the case on `machine` over `transport` with the rust backend, writing the
+    /// output capture under `out_dir`.
+    pub fn run(
+        &self,
+        machine: MachineKind,
+        transport: Transport,
+        out_dir: &Path,
+    ) -> Result<CaseRun, Error> {
+        self.run_on(machine, transport, Target::Rust, out_dir)
+    }
+
+    /// Runs the case on `machine` over `transport` with backend `target`.
+    pub fn run_on(
+        &self,
+        machine: MachineKind,
+        transport: Transport,
+        target: Target,
+        out_dir: &Path,
+    ) -> Result<CaseRun, Error> {
+        let out = out_dir.join(format!(
+            "{}-{}-{}.pcap",
+            machine.name(),
+            transport.name(),
+            target.name()
+        ));
+        let mut cfg = RunConfig {
+            machine,
+            mode: self.mode,
+            input: match self.input_path() {
+                Some(p) => Input::Pcap(p),
+                None => Input::None,
+            },
+            output: Output::Pcap(out.clone()),
+            guest: GuestArgs {
+                transport: Some(transport),
+                ..self.spec.guest.clone()
+            },
+            device: self.spec.device.clone(),
+            timeout: Duration::from_secs(60),
+            ..RunConfig::default()
+        };
+        target.apply(&mut cfg);
+        let report = crate::run::run(&cfg, Instant::now()).map_err(|source| Error::Run {
+            case: format!("{} ({}, {target})", self.name, transport.name()),
+            machine: machine.name(),
+            source,
+        })?;
+        let bytes = std::fs::read(&out).map_err(|source| Error::Io {
+            path: out.clone(),
+            source,
+        })?;
+        let frames = pcap::parse(&out, &bytes, usize::MAX)?.frames;
+        Ok(CaseRun {
+            report,
+            pcap: bytes,
+            frames,
+        })
+    }
+}
+
+/// What one machine produced for a case.
+#[derive(Debug)]
+pub struct CaseRun {
+    pub report: RunReport,
+    /// The output capture, as written.
+    pub pcap: Vec<u8>,
+    pub frames: Vec<Frame>,
+}
+
+impl CaseRun {
+    /// The snapshot: the verdict and the device's counters, the guest's log, then one
+    /// decoded line per output frame. Everything in it is the same on every run.
+    pub fn snapshot(&self) -> String {
+        let r = &self.report;
+        let c = &r.counters;
+        let mut s = format!(
+            "guest exit code: {}\ninput frames: {}\ndelivered to guest: {}\noutput frames: {}\n\
+             filtered: {}; dropped: rx {} tx {}; malformed chains: rx {} tx {}\n\
+             control commands: {} ok, {} refused; sent while link down: {}\n\
+             transport: {} refused writes, {} refused feature sets, {} bad accesses; \
+             DEVICE_NEEDS_RESET {} times\n\n",
+            r.exit_code,
+            r.input_frames,
+            c.rx_delivered,
+            r.output_frames,
+            c.rx_filtered,
+            c.rx_dropped,
+            c.tx_dropped,
+            c.rx_malformed,
+            c.tx_malformed,
+            c.ctrl_ok,
+            c.ctrl_err,
+            c.tx_while_link_down,
+            r.transport.refused_writes,
+            r.transport.refused_features,
+            r.transport.bad_accesses,
+            r.device_errors,
+        );
+        s.push_str("--- guest log\n");
+        s.push_str(&String::from_utf8_lossy(&r.serial));
+        s.push_str("--- output\n");
+        s.push_str(&crate::decode::frames(
+            self.frames.iter().map(|f| f.data.as_slice()),
+        ));
+        s
+    }
+}
+
+/// Every case under `root`: directories two levels down (`suite/case`) with a case.toml,
+/// sorted by name.
+pub fn discover(root: &Path) -> Result<Vec<Case>, Error> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| Error::Io { path, source }
+    };
+    let mut cases = Vec::new();
+    let mut suites: Vec<_> = std::fs::read_dir(root)
+        .map_err(io(root))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    suites.sort();
+    for suite in suites {
+        let mut dirs: Vec<_> = std::fs::read_dir(&suite)
+            .map_err(io(&suite))?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.join("case.toml").is_file())
+            .collect();
+        dirs.sort();
+        for dir in dirs {
+            let name = format!(
+                "{}/{}",
+                suite.file_name().unwrap_or_default().to_string_lossy(),
+                dir.file_name().unwrap_or_default().to_string_lossy()
+            );
+            cases.push(Case::load(name, dir)?);
+        }
+    }
+    Ok(cases)
+}
+
+/// What the case's mode promises about its output, given its input. Returns a description
+/// of the first broken promise.
+pub fn check_mode(case: &Case, input: &[Frame], run: &CaseRun) -> Result<(), String> {
+    let out = &run.frames;
+    let c = &run.report.counters;
+    let g = &case.spec.guest;
+    // Frames the device filtered or dropped never reached the guest; frames the guest's
+    // VLAN offloads rewrote differ from the input by design. The snapshot says what came
+    // out of those; here the count must still add up.
+    let unchanged = c.rx_filtered == 0
+        && c.rx_dropped == 0
+        && g.vlan_strip != Some(true)
+        && g.vlan_insert.is_none();
+    let all_through = || {
+        if c.rx_delivered + c.rx_filtered + c.rx_dropped != input.len() as u64 {
+            return Err(format!(
+                "{} frames in, {} delivered, {} filtered, {} dropped",
+                input.len(),
+                c.rx_delivered,
+                c.rx_filtered,
+                c.rx_dropped
+            ));
+        }
+        Ok(())
+    };
+    match case.mode {
+        Mode::Io | Mode::MacSwap if !unchanged => {
+            all_through()?;
+            // The device drops what it cannot send (a tag pushed a frame over the maximum).
+            if out.len() as u64 + c.tx_dropped != c.rx_delivered {
+                return Err(format!(
+                    "{} frames delivered, {} out, {} dropped on tx",
+                    c.rx_delivered,
+                    out.len(),
+                    c.tx_dropped
+                ));
+            }
+        }
+        Mode::Io | Mode::MacSwap => {
+            if out.len() != input.len() {
+                return Err(format!("{} frames in, {} out", input.len(), out.len()));
+            }
+            for (i, (a, b)) in input.iter().zip(out).enumerate() {
+                let mut want = a.clone();
+                if case.mode == Mode::MacSwap {
+                    for k in 0..6 {
+                        want.data.swap(k, k + 6);
+                    }
+                }
+                if *b != want {
+                    return Err(format!(
+                        "frame {i} is not the input{} (bytes or timestamp)",
+                        if case.mode == Mode::MacSwap {
+                            " with its MACs swapped"
+                        } else {
+                            ""
+                        }
+                    ));
+                }
+            }
+        }
+        Mode::RxOnly => {
+            if !out.is_empty() {
+                return Err(format!("rxonly transmitted {} frames", out.len()));
+            }
+            all_through()?;
+        }
+        Mode::TxOnly => {
+            let pkts = g.pkts.unwrap_or(0);
+            let vlan = if g.vlan_insert.is_some() { 4 } else { 0 };
+            let size = usize::from(g.size.unwrap_or(64)) + vlan;
+            if out.len() as u64 != pkts {
+                return Err(format!("asked for {pkts} frames, got {}", out.len()));
+            }
+            if let Some((i, f)) = out.iter().enumerate().find(|(_, f)| f.data.len() != size) {
+                return Err(format!("frame {i} is {} bytes, not {size}", f.data.len()));
+            }
+        }
+    }
+    Ok(())
+}
