@@ -5,7 +5,10 @@ VLAB := target/release/vlab
 DEMO_IN := testcases/basic/io-ntp/in.pcap
 DEMO_OUT := target/demo-out.pcap
 
-.PHONY: all setup build images demo test lint bench clean
+# The static vlab that runs inside the Linux VM (scripts/linux-vm) for the vhost-kernel tests.
+VM_TARGET := x86_64-unknown-linux-gnu
+
+.PHONY: all setup build images vm-vlab demo test lint bench clean
 
 all: setup build demo
 
@@ -18,13 +21,16 @@ images:
 build: images
 	$(CARGO) build --release -p vmm
 
+vm-vlab:
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release -p vmm --target $(VM_TARGET)
+
 # One real case on the KVM machine: a Wireshark sample capture through the guest's PMD and
 # back, byte for byte; then the output, decoded.
 demo: build
 	$(VLAB) run --mode io --pcap-in $(DEMO_IN) --pcap-out $(DEMO_OUT)
 	$(VLAB) pcap show $(DEMO_OUT)
 
-test: setup images
+test: setup images vm-vlab
 	$(CARGO) test --workspace
 	$(MAKE) lint
 

@@ -82,19 +82,18 @@ fn run_case(case: &Case, transport: Transport) -> Result<(), Failed> {
     Ok(())
 }
 
-/// The case on backend `target`, against the rust backend, both in-process.
+/// The case on backend `target`, against the rust backend on the same machine.
 fn run_backend(case: &Case, transport: Transport, target: Target) -> Result<(), Failed> {
     if let Some(why) = target.unavailable() {
         return Err(format!("{target} cannot run here: {why}").into());
     }
     let tmp = tempfile::tempdir()?;
-    let (_, outcomes) = compare_case(
-        case,
-        transport,
-        MachineKind::InProcess,
-        &[target],
-        tmp.path(),
-    )?;
+    // On a host with vhost-net, vhost-kernel runs against the KVM guest directly.
+    let machine = match target {
+        Target::VhostKernel => MachineKind::Kvm,
+        _ => MachineKind::InProcess,
+    };
+    let (_, outcomes) = compare_case(case, transport, machine, &[target], tmp.path())?;
     match outcomes.first() {
         Some((_, o)) if o.ok() => Ok(()),
         Some((_, o)) => Err(format!("{target}: {o}").into()),
