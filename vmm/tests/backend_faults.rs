@@ -1,0 +1,356 @@
+//! Backends that are missing, busy, refuse, die or offer too little: each run fails with one
+//! clear error naming the backend and the step, a non-zero status, nothing half-written,
+//! and no TAP or child process left behind. Also the vhost-user backend process
+//! (`vlab vhost-user-backend`) seen from outside: its output when its frontend dies.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const HARNESS_FAILURE: i32 = 70;
+
+fn vlab_cmd() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_vlab"))
+}
+
+fn vlab(args: &[&str]) -> Output {
+    vlab_cmd().args(args).output().expect("vlab runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn case_pcap(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../testcases/basic/{name}/in.pcap"))
+}
+
+/// A name unique to this test process and `tag`, short enough for an interface.
+fn unique(tag: &str) -> String {
+    format!("vf{tag}{}", std::process::id() % 1_000_000)
+}
+
+fn interface_exists(name: &str) -> bool {
+    Path::new("/sys/class/net").join(name).exists()
+}
+
+/// A child process killed (and reaped) when dropped, whatever the test did.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `vlab vhost-user-backend --socket SOCK` with `extra`, once it listens.
+fn backend(sock: &Path, extra: &[&str]) -> Reaped {
+    let child = vlab_cmd()
+        .args(["vhost-user-backend", "--socket", sock.to_str().unwrap()])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("vlab vhost-user-backend starts");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sock.exists() {
+        assert!(Instant::now() < deadline, "the backend never listened");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Reaped(child)
+}
+
+/// Waits for `child` at most `secs`, then returns its output.
+fn wait(mut child: Reaped, secs: u64) -> Output {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while child.0.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the process did not end in {secs} s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let c = std::mem::replace(
+        &mut child.0,
+        // A placeholder that is already reaped, for the guard to drop harmlessly.
+        Command::new("true").spawn().unwrap(),
+    );
+    let _ = child.0.wait();
+    c.wait_with_output().unwrap()
+}
+
+fn assert_fails(o: &Output, message: &str) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(HARNESS_FAILURE), "stderr: {err}");
+    assert!(err.contains(message), "expected {message:?} in: {err}");
+}
+
+#[test]
+fn an_absent_vhost_user_socket_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("nobody.sock");
+    let o = vlab(&[
+        "run",
+        "--mode",
+        "io",
+        "-q",
+        "--backend",
+        "vhost-user",
+        "--socket",
+        sock.to_str().unwrap(),
+    ]);
+    assert_fails(
+        &o,
+        &format!(
+            "vhost-user backend: connecting to {}: no such socket",
+            sock.display()
+        ),
+    );
+}
+
+#[test]
+fn a_socket_nobody_listens_on_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("stale.sock");
+    // Bound and closed: the file stays, nothing accepts.
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    let o = vlab(&[
+        "run",
+        "--mode",
+        "io",
+        "-q",
+        "--backend",
+        "vhost-user",
+        "--socket",
+        sock.to_str().unwrap(),
+    ]);
+    assert_fails(&o, "vhost-user backend: connecting: ");
+    assert!(stderr(&o).contains("Connection refused"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_backend_without_a_needed_feature_fails_negotiation() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("b.sock");
+    let b = backend(&sock, &["--withhold", "mrg_rxbuf"]);
+    let o = vlab(&[
+        "run",
+        "--mode",
+        "io",
+        "-q",
+        "--backend",
+        "vhost-user",
+        "--socket",
+        sock.to_str().unwrap(),
+    ]);
+    assert_fails(
+        &o,
+        "vhost-user backend: feature negotiation: the run needs mrg_rxbuf, which the backend \
+         does not offer (it offers any_layout, indirect_desc, event_idx, version_1)",
+    );
+    // The backend sees its frontend go and ends by itself.
+    assert_eq!(wait(b, 10).status.code(), Some(0));
+    // Offering less on our side too, the same pair works.
+    let b = backend(&sock, &["--withhold", "mrg_rxbuf"]);
+    let o = vlab(&[
+        "run",
+        "--mode",
+        "txonly",
+        "--pkts",
+        "10",
+        "-q",
+        "--backend",
+        "vhost-user",
+        "--socket",
+        sock.to_str().unwrap(),
+        "--withhold",
+        "mrg_rxbuf",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(wait(b, 10).status.code(), Some(0));
+}
+
+#[test]
+fn a_backend_that_dies_mid_run_stops_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("dies.sock");
+    let mut b = backend(&sock, &[]);
+    // A run far longer than the test: only the backend's death can end it early.
+    let run = vlab_cmd()
+        .args([
+            "run",
+            "--mode",
+            "txonly",
+            "--pkts",
+            "1000000000",
+            "-q",
+            "--timeout",
+            "60",
+            "--backend",
+            "vhost-user",
+            "--socket",
+            sock.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let run = Reaped(run);
+    std::thread::sleep(Duration::from_millis(500));
+    b.0.kill().unwrap();
+    let t = Instant::now();
+    let o = wait(run, 20);
+    assert_fails(
+        &o,
+        "stopped because the backend failed: vhost-user backend: the backend closed its \
+         connection during the run",
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "noticed in {:?}",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn the_backend_flushes_its_output_when_its_frontend_dies() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("f.sock");
+    let out = dir.path().join("out.pcap");
+    let b = backend(&sock, &["--pcap-out", out.to_str().unwrap()]);
+    let run = vlab_cmd()
+        .args([
+            "run",
+            "--mode",
+            "txonly",
+            "--pkts",
+            "1000000000",
+            "-q",
+            "--backend",
+            "vhost-user",
+            "--socket",
+            sock.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut run = Reaped(run);
+    std::thread::sleep(Duration::from_millis(500));
+    run.0.kill().unwrap();
+    let o = wait(b, 10);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let cap = device_model::pcap::read(&out, usize::MAX).expect("a complete pcap");
+    assert!(!cap.frames.is_empty());
+    assert!(cap.frames.iter().all(|f| f.data.len() == 64));
+    assert!(!sock.exists(), "the backend removes its socket");
+}
+
+#[test]
+fn a_busy_tap_is_named_and_left_alone() {
+    let name = unique("b");
+    let held = device_model::tap::Tap::open(&name, 12, 1518).expect("creating a TAP");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.pcap");
+    let o = vlab(&[
+        "run",
+        "--mode",
+        "io",
+        "-q",
+        "--tap",
+        &name,
+        "--pcap-in",
+        case_pcap("io-mixed").to_str().unwrap(),
+        "--pcap-out",
+        out.to_str().unwrap(),
+    ]);
+    assert_fails(
+        &o,
+        &format!("TAP {name} is busy: another process has it open"),
+    );
+    assert!(!out.exists(), "nothing half-written");
+    assert!(interface_exists(&name), "the holder's TAP is untouched");
+    drop(held);
+    assert!(!interface_exists(&name));
+}
+
+#[test]
+fn a_missing_backend_tap_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("t.sock");
+    let b = backend(&sock, &[]);
+    let name = unique("m");
+    let out = dir.path().join("out.pcap");
+    let o = vlab(&[
+        "run",
+        "--mode",
+        "io",
+        "-q",
+        "--backend",
+        "vhost-user",
+        "--socket",
+        sock.to_str().unwrap(),
+        "--tap",
+        &name,
+        "--pcap-in",
+        case_pcap("io-mixed").to_str().unwrap(),
+        "--pcap-out",
+        out.to_str().unwrap(),
+    ]);
+    assert_fails(
+        &o,
+        &format!("TAP {name}: reading /sys/class/net/{name}/statistics/"),
+    );
+    assert!(!out.exists(), "nothing half-written");
+    assert_eq!(wait(b, 10).status.code(), Some(0));
+}
+
+#[test]
+fn vhost_kernel_without_vhost_net_names_the_device_and_removes_its_tap() {
+    let name = unique("k");
+    let o = vlab(&[
+        "run",
+        "--mode",
+        "io",
+        "-q",
+        "--backend",
+        "vhost-kernel",
+        "--tap",
+        &name,
+        "--pcap-in",
+        case_pcap("io-mixed").to_str().unwrap(),
+    ]);
+    if Path::new("/dev/vhost-net").exists() {
+        // A host with vhost-net: the same command simply works.
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    } else {
+        assert_fails(&o, "vhost-kernel backend: opening /dev/vhost-net: ");
+    }
+    assert!(!interface_exists(&name), "the TAP it created is gone");
+}
+
+#[test]
+fn a_rust_tap_run_forwards_and_removes_its_tap() {
+    let name = unique("r");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.pcap");
+    let input = case_pcap("io-mixed");
+    let o = vlab(&[
+        "run",
+        "--mode",
+        "io",
+        "-q",
+        "--tap",
+        &name,
+        "--pcap-in",
+        input.to_str().unwrap(),
+        "--pcap-out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let a = device_model::pcap::read(&input, usize::MAX).unwrap().frames;
+    let b = device_model::pcap::read(&out, usize::MAX).unwrap().frames;
+    assert_eq!(a, b, "through the TAP and back, byte for byte");
+    assert!(!interface_exists(&name));
+}
