@@ -54,6 +54,63 @@ pub struct Expect {
     /// The guest's exit code (default 0: every check passed).
     #[serde(default)]
     pub exit: u32,
+    /// Counters of the rust backend's run that must have these values.
+    #[serde(default)]
+    pub counters: ExpectCounters,
+}
+
+/// `[expect.counters]`: the device's counters after the run (unset ones are not checked).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ExpectCounters {
+    pub input_frames: Option<u64>,
+    pub delivered: Option<u64>,
+    pub output_frames: Option<u64>,
+    pub filtered: Option<u64>,
+    pub rx_dropped: Option<u64>,
+    pub tx_dropped: Option<u64>,
+    pub rx_malformed: Option<u64>,
+    pub tx_malformed: Option<u64>,
+    pub ctrl_ok: Option<u64>,
+    pub ctrl_err: Option<u64>,
+    pub sent_while_link_down: Option<u64>,
+    pub refused_feature_sets: Option<u64>,
+    pub refused_writes: Option<u64>,
+    pub bad_accesses: Option<u64>,
+    pub device_needs_reset: Option<u64>,
+}
+
+impl ExpectCounters {
+    /// Names the first counter of `r` that is not what the case expects.
+    pub fn check(&self, r: &RunReport) -> Result<(), String> {
+        let c = &r.counters;
+        let t = &r.transport;
+        let pairs = [
+            ("input-frames", self.input_frames, r.input_frames as u64),
+            ("delivered", self.delivered, c.rx_delivered),
+            ("output-frames", self.output_frames, r.output_frames),
+            ("filtered", self.filtered, c.rx_filtered),
+            ("rx-dropped", self.rx_dropped, c.rx_dropped),
+            ("tx-dropped", self.tx_dropped, c.tx_dropped),
+            ("rx-malformed", self.rx_malformed, c.rx_malformed),
+            ("tx-malformed", self.tx_malformed, c.tx_malformed),
+            ("ctrl-ok", self.ctrl_ok, c.ctrl_ok),
+            ("ctrl-err", self.ctrl_err, c.ctrl_err),
+            ("sent-while-link-down", self.sent_while_link_down, c.tx_while_link_down),
+            ("refused-feature-sets", self.refused_feature_sets, t.refused_features),
+            ("refused-writes", self.refused_writes, t.refused_writes),
+            ("bad-accesses", self.bad_accesses, t.bad_accesses),
+            ("device-needs-reset", self.device_needs_reset, r.device_errors),
+        ];
+        for (name, want, got) in pairs {
+            if let Some(want) = want {
+                if want != got {
+                    return Err(format!("counter {name} is {got}, the case expects {want}"));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

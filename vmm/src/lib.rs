@@ -25,5 +25,6 @@ pub mod machine;
 pub mod pci_bus;
 pub mod run;
 pub mod serial;
+pub mod suite;
 pub mod tap_harness;
 pub mod user_backend;

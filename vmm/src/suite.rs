@@ -1,0 +1,257 @@
+//! Suites: every case on every transport it names, on both machines and every backend in
+//! scope and available here, with one verdict per (case, transport, backend).
+//!
+//! The checks are the ones `cargo test -p testcases` makes, from the same functions:
+//! - rust: the in-process run ends with the exit code the case expects, keeps its mode's
+//!   promise and its expected counters, matches its stored snapshot
+//!   (`out.<transport>.snap`), and the KVM machine gives the same capture, guest log and
+//!   exit code, byte for byte;
+//! - any other backend: the rust backend's verdict and output (`vlab compare`).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::args::Transport;
+use crate::case::{check_mode, Case, CaseRun};
+use crate::compare::{compare_case, Target};
+use crate::run::MachineKind;
+
+/// The in-process rust run of `case`, checked against what the case expects.
+pub fn reference(case: &Case, transport: Transport, dir: &Path) -> Result<CaseRun, String> {
+    let input = case.input().map_err(|e| e.to_string())?;
+    let local = case
+        .run(MachineKind::InProcess, transport, dir)
+        .map_err(|e| e.to_string())?;
+    let want = case.spec.expect.exit;
+    if local.report.exit_code != want {
+        return Err(format!(
+            "in-process guest exit code {}, the case expects {want}:\n{}",
+            local.report.exit_code,
+            String::from_utf8_lossy(&local.report.serial)
+        ));
+    }
+    if want == 0 {
+        check_mode(case, &input, &local).map_err(|e| format!("in-process: {e}"))?;
+    }
+    case.spec
+        .expect
+        .counters
+        .check(&local.report)
+        .map_err(|e| format!("in-process: {e}"))?;
+    Ok(local)
+}
+
+/// The KVM machine must give what the in-process one gave (`local`), byte for byte.
+pub fn same_on_kvm(
+    case: &Case,
+    transport: Transport,
+    local: &CaseRun,
+    dir: &Path,
+) -> Result<(), String> {
+    let kvm = case
+        .run(MachineKind::Kvm, transport, dir)
+        .map_err(|e| e.to_string())?;
+    if kvm.pcap != local.pcap {
+        let first = kvm
+            .frames
+            .iter()
+            .zip(&local.frames)
+            .position(|(a, b)| a != b)
+            .unwrap_or(kvm.frames.len().min(local.frames.len()));
+        return Err(format!(
+            "KVM and in-process captures differ: {} vs {} frames, first difference at frame {first}",
+            kvm.frames.len(),
+            local.frames.len()
+        ));
+    }
+    if kvm.report.serial != local.report.serial {
+        return Err(format!(
+            "KVM and in-process guest logs differ:\n--- kvm\n{}\n--- in-process\n{}",
+            String::from_utf8_lossy(&kvm.report.serial),
+            String::from_utf8_lossy(&local.report.serial)
+        ));
+    }
+    if kvm.report.exit_code != local.report.exit_code {
+        return Err(format!(
+            "exit codes differ: kvm {} in-process {}",
+            kvm.report.exit_code, local.report.exit_code
+        ));
+    }
+    Ok(())
+}
+
+/// The case on backend `target` must give the rust backend's verdict and output on the same
+/// machine: in-process, but the KVM guest for vhost-kernel (which runs only where the host
+/// has vhost-net).
+pub fn on_backend(
+    case: &Case,
+    transport: Transport,
+    target: Target,
+    dir: &Path,
+) -> Result<(), String> {
+    if let Some(why) = target.unavailable() {
+        return Err(format!("{target} cannot run here: {why}"));
+    }
+    let machine = match target {
+        Target::VhostKernel => MachineKind::Kvm,
+        _ => MachineKind::InProcess,
+    };
+    let (_, outcomes) =
+        compare_case(case, transport, machine, &[target], dir).map_err(|e| e.to_string())?;
+    match outcomes.first() {
+        Some((_, o)) if o.ok() => Ok(()),
+        Some((_, o)) => Err(format!("{target}: {o}")),
+        None => Err("no outcome".into()),
+    }
+}
+
+/// The snapshot file of `case` on `transport` (insta's format: a header between two `---`
+/// lines, then the snapshot).
+pub fn snapshot_path(case: &Case, transport: Transport) -> std::path::PathBuf {
+    case.dir.join(format!("out.{}.snap", transport.name()))
+}
+
+/// Compares `snapshot` with the stored one; names the first line that differs.
+pub fn check_snapshot(case: &Case, transport: Transport, snapshot: &str) -> Result<(), String> {
+    let path = snapshot_path(case, transport);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        format!(
+            "{}: {e} (record it with `cargo insta test -p testcases --accept`)",
+            path.display()
+        )
+    })?;
+    let body = text
+        .strip_prefix("---\n")
+        .and_then(|rest| rest.split_once("\n---\n"))
+        .map(|(_, body)| body)
+        .ok_or_else(|| format!("{}: not an insta snapshot", path.display()))?;
+    let (want, got) = (body.trim_end(), snapshot.trim_end());
+    if want == got {
+        return Ok(());
+    }
+    let (n, w, g) = want
+        .lines()
+        .chain(std::iter::repeat(""))
+        .zip(got.lines().chain(std::iter::repeat("")))
+        .enumerate()
+        .find(|(_, (w, g))| w != g)
+        .map(|(n, (w, g))| (n + 1, w, g))
+        .unwrap_or((0, "", ""));
+    Err(format!(
+        "the snapshot differs from {} at line {n}:\n  stored: {w}\n  now:    {g}\n\
+         (review with `cargo insta test -p testcases --review`)",
+        path.display()
+    ))
+}
+
+/// One verdict of a suite run.
+#[derive(Clone, Debug)]
+pub struct Verdict {
+    /// `<suite>/<case>`.
+    pub case: String,
+    pub transport: Transport,
+    pub backend: Target,
+    pub outcome: Outcome,
+    pub duration: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Pass,
+    Fail(String),
+    /// Not run, and why: out of scope for the case, or not available on this machine.
+    Skipped(String),
+}
+
+impl Verdict {
+    /// `suite/case::transport::backend`, as the cargo test trials are named.
+    pub fn name(&self) -> String {
+        format!(
+            "{}::{}::{}",
+            self.case,
+            self.transport.name(),
+            self.backend.name()
+        )
+    }
+}
+
+/// What a suite run covers.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// Backends to run besides rust (which always runs: it is the reference).
+    pub targets: Vec<Target>,
+    /// Run only verdicts whose name contains this.
+    pub filter: Option<String>,
+}
+
+/// One unit of work: a case on a transport and backend.
+#[derive(Clone, Copy, Debug)]
+pub struct Job<'a> {
+    pub case: &'a Case,
+    pub transport: Transport,
+    pub backend: Target,
+}
+
+impl Plan {
+    /// The jobs for `cases`, in order.
+    pub fn jobs<'a>(&self, cases: &'a [Case]) -> Vec<Job<'a>> {
+        let mut jobs = Vec::new();
+        for case in cases {
+            for &transport in &case.spec.transports {
+                let backends = std::iter::once(Target::Rust)
+                    .chain(self.targets.iter().copied().filter(|t| *t != Target::Rust));
+                for backend in backends {
+                    let job = Job {
+                        case,
+                        transport,
+                        backend,
+                    };
+                    let name = format!("{}::{}::{}", case.name, transport.name(), backend.name());
+                    if self.filter.as_ref().is_none_or(|f| name.contains(f.as_str())) {
+                        jobs.push(job);
+                    }
+                }
+            }
+        }
+        jobs
+    }
+}
+
+impl Job<'_> {
+    /// Runs the job to its verdict.
+    pub fn run(&self) -> Verdict {
+        let t0 = Instant::now();
+        let outcome = self.outcome();
+        Verdict {
+            case: self.case.name.clone(),
+            transport: self.transport,
+            backend: self.backend,
+            outcome,
+            duration: t0.elapsed(),
+        }
+    }
+
+    fn outcome(&self) -> Outcome {
+        if let Some(why) = self.case.spec.out_of_scope.get(&self.backend) {
+            return Outcome::Skipped(format!("out of scope: {why}"));
+        }
+        if let Some(why) = self.backend.unavailable() {
+            return Outcome::Skipped(format!("unavailable here: {why}"));
+        }
+        let dir = match tempfile::tempdir() {
+            Ok(d) => d,
+            Err(e) => return Outcome::Fail(format!("a scratch directory: {e}")),
+        };
+        let r = match self.backend {
+            Target::Rust => reference(self.case, self.transport, dir.path()).and_then(|local| {
+                check_snapshot(self.case, self.transport, &local.snapshot())?;
+                same_on_kvm(self.case, self.transport, &local, dir.path())
+            }),
+            t => on_backend(self.case, self.transport, t, dir.path()),
+        };
+        match r {
+            Ok(()) => Outcome::Pass,
+            Err(e) => Outcome::Fail(e),
+        }
+    }
+}
