@@ -30,8 +30,9 @@ demo: build
 	$(VLAB) run --mode io --pcap-in $(DEMO_IN) --pcap-out $(DEMO_OUT)
 	$(VLAB) pcap show $(DEMO_OUT)
 
-test: setup images vm-vlab
+test: setup build vm-vlab
 	$(CARGO) test --workspace
+	$(VLAB) test testcases --junit target/vlab-test.xml --json target/vlab-test.json
 	$(MAKE) lint
 
 lint:

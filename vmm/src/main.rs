@@ -35,6 +35,8 @@ enum Command {
     /// Work with pcap files.
     #[command(subcommand)]
     Pcap(PcapCommand),
+    /// Run suites: every case on both machines and every backend in scope and available.
+    Test(TestArgs),
     /// Run cases on several backends and compare each output with the rust backend's.
     Compare(CompareArgs),
     /// Serve the rust datapath to one vhost-user frontend (vlab, QEMU, DPDK's virtio_user).
@@ -192,6 +194,99 @@ struct CompareArgs {
     skip_unavailable: bool,
 }
 
+#[derive(Args)]
+struct TestArgs {
+    /// Case directories, suites of them, or directories of suites (default: testcases).
+    #[arg(value_name = "PATH")]
+    paths: Vec<PathBuf>,
+    /// Backends to run besides rust, the reference (unavailable ones are reported skipped).
+    #[arg(long, value_delimiter = ',', value_parser = Target::parse,
+          default_value = "rust-tap,vhost-kernel,vhost-user")]
+    backends: Vec<Target>,
+    /// Only verdicts whose name (`suite/case::transport::backend`) contains this.
+    #[arg(long, value_name = "TEXT")]
+    filter: Option<String>,
+    /// Cases run at once (default: the CPUs available).
+    #[arg(long, short, value_name = "N")]
+    jobs: Option<usize>,
+    /// Write a JUnit XML report here.
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
+    /// Write a JSON report here.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+}
+
+/// `vlab test`: a progress bar on a terminal, a line per verdict otherwise; the summary table;
+/// the reports. Exit status 0 only when every verdict passed.
+fn test(args: &TestArgs) -> anyhow::Result<u8> {
+    use std::io::IsTerminal;
+    use vmm::suite::{self, Outcome, Plan};
+    let paths = if args.paths.is_empty() {
+        vec![PathBuf::from("testcases")]
+    } else {
+        args.paths.clone()
+    };
+    let mut cases = Vec::new();
+    for p in &paths {
+        cases.extend(vmm::compare::load_cases(p)?);
+    }
+    let plan = Plan {
+        targets: args.backends.clone(),
+        filter: args.filter.clone(),
+    };
+    let jobs = plan.jobs(&cases);
+    let parallel = args.jobs.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    let t0 = Instant::now();
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let b = indicatif::ProgressBar::new(jobs.len() as u64);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {elapsed} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b
+    });
+    let done = |v: &suite::Verdict| {
+        let word = match v.outcome {
+            Outcome::Pass => "PASS",
+            Outcome::Fail(_) => "FAIL",
+            Outcome::Skipped(_) => "SKIP",
+        };
+        match &bar {
+            Some(b) => {
+                if matches!(v.outcome, Outcome::Fail(_)) {
+                    b.println(format!("FAIL {}", v.name()));
+                }
+                b.set_message(v.name());
+                b.inc(1);
+            }
+            None => println!(
+                "{word} {} ({} ms)",
+                v.name(),
+                v.duration.as_millis()
+            ),
+        }
+    };
+    let verdicts = suite::run_jobs(&jobs, parallel, &done);
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let elapsed = t0.elapsed();
+    if let Some(path) = &args.junit {
+        std::fs::write(path, suite::junit(&verdicts, elapsed))
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    }
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&suite::json(&verdicts, elapsed))?;
+        std::fs::write(path, text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    }
+    print!("{}", suite::summary(&verdicts, elapsed));
+    let failed = verdicts.iter().any(|v| matches!(v.outcome, Outcome::Fail(_)));
+    Ok(u8::from(failed || verdicts.is_empty()))
+}
+
 /// `vlab compare`: one line per case and transport for the reference, one per backend.
 fn compare(args: &CompareArgs) -> anyhow::Result<u8> {
     let mut cases = Vec::new();
@@ -289,6 +384,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args, t0),
         Command::Pcap(PcapCommand::Show { file }) => pcap_show(file),
         Command::Compare(args) => compare(args),
+        Command::Test(args) => test(args),
         Command::VhostUserBackend(args) => vmm::user_backend::run(args).map_err(Into::into),
     };
     match r {

@@ -25,7 +25,7 @@ pub fn reference(case: &Case, transport: Transport, dir: &Path) -> Result<CaseRu
     let want = case.spec.expect.exit;
     if local.report.exit_code != want {
         return Err(format!(
-            "in-process guest exit code {}, the case expects {want}:\n{}",
+            "in-process guest exit code {}, the case expects {want}\n--- guest log\n{}",
             local.report.exit_code,
             String::from_utf8_lossy(&local.report.serial)
         ));
@@ -254,4 +254,178 @@ impl Job<'_> {
             Err(e) => Outcome::Fail(e),
         }
     }
+}
+
+/// Runs `jobs` on `parallel` threads; `done` sees each verdict as it comes. Returns the
+/// verdicts in job order.
+pub fn run_jobs(jobs: &[Job<'_>], parallel: usize, done: &(dyn Fn(&Verdict) + Sync)) -> Vec<Verdict> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    let next = AtomicUsize::new(0);
+    let verdicts: Mutex<Vec<Option<Verdict>>> = Mutex::new(vec![None; jobs.len()]);
+    std::thread::scope(|s| {
+        for _ in 0..parallel.clamp(1, jobs.len().max(1)) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(job) = jobs.get(i) else {
+                    break;
+                };
+                let v = job.run();
+                done(&v);
+                verdicts.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(v);
+            });
+        }
+    });
+    verdicts
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// Counts per backend.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub pass: usize,
+    pub fail: usize,
+    pub skipped: usize,
+}
+
+/// Pass/fail/skipped per backend, in [`Target::ALL`] order (backends with no verdict left
+/// out).
+pub fn counts(verdicts: &[Verdict]) -> Vec<(Target, Counts)> {
+    Target::ALL
+        .into_iter()
+        .filter_map(|t| {
+            let mut c = Counts::default();
+            for v in verdicts.iter().filter(|v| v.backend == t) {
+                match v.outcome {
+                    Outcome::Pass => c.pass += 1,
+                    Outcome::Fail(_) => c.fail += 1,
+                    Outcome::Skipped(_) => c.skipped += 1,
+                }
+            }
+            (c != Counts::default()).then_some((t, c))
+        })
+        .collect()
+}
+
+/// The summary table, then every failure with its message.
+pub fn summary(verdicts: &[Verdict], elapsed: Duration) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(s, "{:<13} {:>5} {:>5} {:>8}", "backend", "pass", "fail", "skipped");
+    for (t, c) in counts(verdicts) {
+        let _ = writeln!(s, "{:<13} {:>5} {:>5} {:>8}", t.name(), c.pass, c.fail, c.skipped);
+    }
+    // Why whole backends were skipped, once each.
+    let mut reasons: Vec<(Target, &str)> = Vec::new();
+    for v in verdicts {
+        if let Outcome::Skipped(why) = &v.outcome {
+            if why.starts_with("unavailable") && !reasons.iter().any(|(t, _)| *t == v.backend) {
+                reasons.push((v.backend, why));
+            }
+        }
+    }
+    for (t, why) in reasons {
+        let _ = writeln!(s, "{t}: {why}");
+    }
+    let failed: Vec<&Verdict> = verdicts
+        .iter()
+        .filter(|v| matches!(v.outcome, Outcome::Fail(_)))
+        .collect();
+    for v in &failed {
+        if let Outcome::Fail(why) = &v.outcome {
+            let _ = writeln!(s, "\nFAIL {}: {why}", v.name());
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\nvlab test: {} verdicts in {:.1} s: {}",
+        verdicts.len(),
+        elapsed.as_secs_f64(),
+        if failed.is_empty() {
+            "all passed".to_string()
+        } else {
+            format!("{} FAILED", failed.len())
+        }
+    );
+    s
+}
+
+/// JUnit XML: one test suite per case suite, one test case per verdict.
+pub fn junit(verdicts: &[Verdict], elapsed: Duration) -> String {
+    use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+    let mut report = Report::new("vlab test");
+    report.set_time(elapsed);
+    let mut suites: Vec<TestSuite> = Vec::new();
+    for v in verdicts {
+        let suite_name = v.case.split('/').next().unwrap_or_default().to_string();
+        if suites.last().is_none_or(|s| s.name.as_str() != suite_name) {
+            suites.push(TestSuite::new(suite_name));
+        }
+        let status = match &v.outcome {
+            Outcome::Pass => TestCaseStatus::success(),
+            Outcome::Fail(why) => {
+                let mut st = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                st.set_message(why.lines().next().unwrap_or_default());
+                st.set_description(why.as_str());
+                st
+            }
+            Outcome::Skipped(why) => {
+                let mut st = TestCaseStatus::skipped();
+                st.set_message(why.as_str());
+                st
+            }
+        };
+        let mut tc = TestCase::new(v.name(), status);
+        tc.set_classname(v.case.as_str());
+        tc.set_time(v.duration);
+        if let Some(s) = suites.last_mut() {
+            s.add_test_case(tc);
+        }
+    }
+    report.add_test_suites(suites);
+    report
+        .to_string()
+        .unwrap_or_else(|e| format!("<!-- {e} -->"))
+}
+
+/// JSON: every verdict, and the counts per backend.
+pub fn json(verdicts: &[Verdict], elapsed: Duration) -> serde_json::Value {
+    let list: Vec<serde_json::Value> = verdicts
+        .iter()
+        .map(|v| {
+            let (outcome, message) = match &v.outcome {
+                Outcome::Pass => ("pass", None),
+                Outcome::Fail(m) => ("fail", Some(m.as_str())),
+                Outcome::Skipped(m) => ("skipped", Some(m.as_str())),
+            };
+            serde_json::json!({
+                "name": v.name(),
+                "case": v.case,
+                "transport": v.transport.name(),
+                "backend": v.backend.name(),
+                "outcome": outcome,
+                "message": message,
+                "seconds": v.duration.as_secs_f64(),
+            })
+        })
+        .collect();
+    let per_backend: serde_json::Map<String, serde_json::Value> = counts(verdicts)
+        .into_iter()
+        .map(|(t, c)| {
+            (
+                t.name().to_string(),
+                serde_json::json!({"pass": c.pass, "fail": c.fail, "skipped": c.skipped}),
+            )
+        })
+        .collect();
+    serde_json::json!({
+        "passed": verdicts.iter().all(|v| !matches!(v.outcome, Outcome::Fail(_))),
+        "seconds": elapsed.as_secs_f64(),
+        "backends": per_backend,
+        "verdicts": list,
+    })
 }
