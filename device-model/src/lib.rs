@@ -9,6 +9,7 @@
 
 pub mod affinity;
 pub mod endpoint;
+pub mod fault;
 pub mod msix;
 pub mod net;
 pub mod pcap;

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use device_model::fault::{FaultConfig, ShrinkRx};
 use device_model::net::{features, LinkFlap, NetConfig, DEFAULT_MAX_FRAME, MAX_FRAME_LIMIT};
 use device_model::virtio_pci::Options;
 use serde::Deserialize;
@@ -231,6 +232,54 @@ pub struct DeviceArgs {
     #[arg(long, value_name = "N[:MS]", value_parser = link_flap)]
     #[serde(default, deserialize_with = "de_link_flap")]
     pub link_flap: Option<LinkFlap>,
+    /// Seed of the fault injection: the same seed and input make the same faults.
+    #[arg(long, value_name = "N", help_heading = "Faults (rust backend)")]
+    pub fault_seed: Option<u64>,
+    /// Drop each input frame with probability P (0-1) before the guest sees it.
+    #[arg(long, value_name = "P", value_parser = probability, help_heading = "Faults (rust backend)")]
+    pub drop: Option<f64>,
+    /// Deliver each input frame twice with probability P.
+    #[arg(long, value_name = "P", value_parser = probability, help_heading = "Faults (rust backend)")]
+    pub duplicate: Option<f64>,
+    /// Swap each input frame with the next with probability P.
+    #[arg(long, value_name = "P", value_parser = probability, help_heading = "Faults (rust backend)")]
+    pub reorder: Option<f64>,
+    /// Publish each batch of used entries this many microseconds late.
+    #[arg(long, value_name = "US", help_heading = "Faults (rust backend)")]
+    pub delay_used_us: Option<u64>,
+    /// Withhold each queue interrupt the driver asked for with probability P.
+    #[arg(long, value_name = "P", value_parser = probability, help_heading = "Faults (rust backend)")]
+    pub withhold_interrupts: Option<f64>,
+    /// After N delivered frames use at most B of the rx buffers posted, as if the ring had
+    /// B entries.
+    #[arg(long, value_name = "N:B", value_parser = shrink_rx, help_heading = "Faults (rust backend)")]
+    #[serde(default, deserialize_with = "de_shrink_rx")]
+    pub shrink_rx: Option<ShrinkRx>,
+}
+
+fn probability(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        _ => Err(format!("'{s}' is not a probability from 0 to 1")),
+    }
+}
+
+fn shrink_rx(s: &str) -> Result<ShrinkRx, String> {
+    let bad = || format!("'{s}' is not N:B (frames, then rx buffers, at least 1)");
+    let (n, b) = s.split_once(':').ok_or_else(bad)?;
+    let buffers: u16 = b.parse().map_err(|_| bad())?;
+    if buffers == 0 {
+        return Err(bad());
+    }
+    Ok(ShrinkRx {
+        after: n.parse().map_err(|_| bad())?,
+        buffers,
+    })
+}
+
+fn de_shrink_rx<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<ShrinkRx>, D::Error> {
+    let s = String::deserialize(d)?;
+    shrink_rx(&s).map(Some).map_err(serde::de::Error::custom)
 }
 
 fn link_flap(s: &str) -> Result<LinkFlap, String> {
@@ -256,6 +305,8 @@ pub enum Error {
     UnknownFeature(String),
     #[error("max frame {0} is outside 64..={MAX_FRAME_LIMIT}")]
     MaxFrame(usize),
+    #[error("fault {0}: {1}")]
+    Fault(&'static str, String),
 }
 
 impl DeviceArgs {
@@ -274,6 +325,25 @@ impl DeviceArgs {
         }
         net.max_frame = max_frame;
         net.link_flap = self.link_flap;
+        for (name, p) in [
+            ("drop", self.drop),
+            ("duplicate", self.duplicate),
+            ("reorder", self.reorder),
+            ("withhold-interrupts", self.withhold_interrupts),
+        ] {
+            if let Some(p) = p {
+                probability(&p.to_string()).map_err(|why| Error::Fault(name, why))?;
+            }
+        }
+        net.faults = FaultConfig {
+            seed: self.fault_seed.unwrap_or(0),
+            drop: self.drop.unwrap_or(0.0),
+            duplicate: self.duplicate.unwrap_or(0.0),
+            reorder: self.reorder.unwrap_or(0.0),
+            delay_used: self.delay_used_us.map(Duration::from_micros),
+            withhold_interrupts: self.withhold_interrupts.unwrap_or(0.0),
+            shrink_rx: self.shrink_rx,
+        };
         let opts = Options {
             transitional: !self.modern_only,
             fixed_queue_size: self.fixed_queue_size,

@@ -301,6 +301,18 @@ impl CaseRun {
             r.transport.bad_accesses,
             r.device_errors,
         );
+        let f = &c.faults;
+        // Only the frame faults: their counts follow from the seed; how many publishes were
+        // delayed or interrupts withheld depends on timing.
+        if f.dropped + f.duplicated + f.reordered > 0 {
+            s.insert_str(
+                s.len() - 1,
+                &format!(
+                    "faults: {} dropped, {} duplicated, {} reordered\n",
+                    f.dropped, f.duplicated, f.reordered
+                ),
+            );
+        }
         s.push_str("--- guest log\n");
         s.push_str(&String::from_utf8_lossy(&r.serial));
         s.push_str("--- output\n");
@@ -355,15 +367,20 @@ pub fn check_mode(case: &Case, input: &[Frame], run: &CaseRun) -> Result<(), Str
     // Frames the device filtered or dropped never reached the guest; frames the guest's
     // VLAN offloads rewrote differ from the input by design. The snapshot says what came
     // out of those; here the count must still add up.
+    let f = &c.faults;
     let unchanged = c.rx_filtered == 0
         && c.rx_dropped == 0
+        && f.dropped + f.duplicated + f.reordered == 0
         && g.vlan_strip != Some(true)
         && g.vlan_insert.is_none();
     let all_through = || {
-        if c.rx_delivered + c.rx_filtered + c.rx_dropped != input.len() as u64 {
+        // Injected faults drop input frames and add copies before the device sees them.
+        let seen = (input.len() as u64 + f.duplicated).saturating_sub(f.dropped);
+        if c.rx_delivered + c.rx_filtered + c.rx_dropped != seen {
             return Err(format!(
-                "{} frames in, {} delivered, {} filtered, {} dropped",
+                "{} frames in ({} after faults), {} delivered, {} filtered, {} dropped",
                 input.len(),
+                seen,
                 c.rx_delivered,
                 c.rx_filtered,
                 c.rx_dropped

@@ -166,6 +166,13 @@ impl RunReport {
             self.output_frames,
             c.rx_dropped + c.tx_dropped + c.rx_malformed + c.tx_malformed,
         );
+        let f = &c.faults;
+        if f.dropped + f.duplicated + f.reordered > 0 {
+            s.push_str(&format!(
+                " faults=dropped:{},duplicated:{},reordered:{}",
+                f.dropped, f.duplicated, f.reordered
+            ));
+        }
         if let Some(t) = self.link_up {
             s.push_str(&format!(" link-up={:.1}ms", t.as_secs_f64() * 1e3));
         }

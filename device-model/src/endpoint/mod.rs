@@ -26,6 +26,15 @@ pub enum Peek<'a> {
     Ended,
 }
 
+impl<S: Source + ?Sized> Source for Box<S> {
+    fn peek(&mut self) -> Peek<'_> {
+        (**self).peek()
+    }
+    fn consume(&mut self) {
+        (**self).consume()
+    }
+}
+
 pub trait Source: Send {
     fn peek(&mut self) -> Peek<'_>;
     /// Drops the frame the last [`Source::peek`] returned.

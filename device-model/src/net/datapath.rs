@@ -26,6 +26,7 @@ use super::{
     features, hdr_len, LinkFlap, NetConfig, NetShared, NetStats, CTRL_QUEUE, RX_QUEUE, TX_QUEUE,
 };
 use crate::endpoint::{Peek, Sink, Source};
+use crate::fault::{FaultConfig, Rng};
 use crate::used::UsedBatch;
 use crate::virtio::{ActiveQueue, Health, Interrupt, Memory};
 
@@ -70,6 +71,11 @@ pub(crate) struct Engine {
     shared: Arc<NetShared>,
     max_frame: usize,
     filter: RxFilter,
+    faults: FaultConfig,
+    /// Decides which interrupts the withhold fault swallows.
+    irq_rng: Rng,
+    /// Where the rx ring shrank: the available index and the device's next index then.
+    shrink_base: Option<(u16, u16)>,
     link_flap: Option<LinkFlap>,
     link_down_since: Option<Instant>,
     delivered: u64,
@@ -131,6 +137,10 @@ impl Engine {
             shared: p.shared,
             max_frame: cfg.max_frame,
             filter: RxFilter::new(p.negotiated & features::CTRL_VLAN != 0),
+            faults: cfg.faults.clone(),
+            // Its own stream, so interrupt decisions do not shift the frame faults'.
+            irq_rng: Rng::new(cfg.faults.seed ^ 0x1e7_0f17),
+            shrink_base: None,
             link_flap: cfg.link_flap,
             link_down_since: None,
             delivered: 0,
@@ -172,12 +182,14 @@ impl Engine {
         match self.link_down_since {
             None if self.delivered >= flap.after => {
                 tracing::info!("link down after {} frames", self.delivered);
-                self.shared.set_link(false);
+                let notify = self.notify_config();
+                self.shared.change_link(false, notify);
                 self.link_down_since = Some(Instant::now());
             }
             Some(since) if since.elapsed() >= flap.down_for => {
                 tracing::info!("link up");
-                self.shared.set_link(true);
+                let notify = self.notify_config();
+                self.shared.change_link(true, notify);
                 // One flap per run.
                 self.link_flap = None;
             }
@@ -185,9 +197,68 @@ impl Engine {
         }
     }
 
-    fn interrupt(&self, queue: u16) {
+    fn interrupt(&mut self, queue: u16) {
+        if self.irq_rng.chance(self.faults.withhold_interrupts) {
+            self.stats
+                .faults
+                .withheld_interrupts
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         self.stats.interrupts.fetch_add(1, Ordering::Relaxed);
         self.interrupt.queue(queue);
+    }
+
+    /// Whether to raise a configuration-change interrupt, or withhold it (fault).
+    fn notify_config(&mut self) -> bool {
+        if self.irq_rng.chance(self.faults.withhold_interrupts) {
+            self.stats
+                .faults
+                .withheld_interrupts
+                .fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Publishes a batch of used entries (late, with the delay fault) and interrupts the
+    /// driver if it asked.
+    fn publish(&mut self, used: UsedBatch, q: &mut Queue, queue: u16) -> Result<(), Fatal> {
+        if used.is_empty() {
+            return Ok(());
+        }
+        if let Some(d) = self.faults.delay_used {
+            std::thread::sleep(d);
+            self.stats
+                .faults
+                .delayed_publishes
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        if used.publish(q, &self.mem)? {
+            self.interrupt(queue);
+        }
+        Ok(())
+    }
+
+    /// With the shrink-rx fault on: whether the device must leave the rx buffers alone for
+    /// now, as if the ring had only the fault's number of entries: it may hold at most that
+    /// many buffers the driver has not yet replaced with new ones.
+    fn rx_shrunk(&mut self, rx: &Queue) -> Result<bool, Fatal> {
+        let Some(shrink) = self.faults.shrink_rx else {
+            return Ok(false);
+        };
+        if self.delivered < shrink.after {
+            return Ok(false);
+        }
+        let avail = rx
+            .avail_idx(&*self.mem, Ordering::Acquire)
+            .map_err(|e| Fatal(format!("queue {RX_QUEUE}: {e}")))?
+            .0;
+        let (avail_base, taken_base) = *self.shrink_base.get_or_insert((avail, rx.next_avail()));
+        let taken = rx.next_avail().wrapping_sub(taken_base);
+        let replaced = avail.wrapping_sub(avail_base);
+        // Signed: the driver may have replaced more than the device took since the start.
+        Ok(taken.wrapping_sub(replaced) as i16 >= shrink.buffers as i16)
     }
 
     /// Called when a queue yields no chain: if that is because the driver published an
@@ -247,9 +318,7 @@ impl Engine {
             used.push(tx, &mem, head, 0)?;
         }
         let n = usize::from(used.len());
-        if used.publish(tx, &mem)? {
-            self.interrupt(TX_QUEUE);
-        }
+        self.publish(used, tx, TX_QUEUE)?;
         Ok(n)
     }
 
@@ -273,9 +342,7 @@ impl Engine {
             used.push(q, &mem, head, written)?;
         }
         let n = usize::from(used.len());
-        if used.publish(q, &mem)? {
-            self.interrupt(CTRL_QUEUE);
-        }
+        self.publish(used, q, CTRL_QUEUE)?;
         Ok(n)
     }
 
@@ -353,6 +420,9 @@ impl Engine {
         used: &mut UsedBatch,
     ) -> Result<Option<Result<RxBuf, ()>>, Fatal> {
         let mem = self.mem.clone();
+        if self.rx_shrunk(rx)? {
+            return Ok(None);
+        }
         let Some(chain) = rx.pop_descriptor_chain(&*mem) else {
             self.check_avail_index(rx, RX_QUEUE)?;
             return Ok(None);
@@ -468,9 +538,7 @@ impl Engine {
             done += 1;
         }
         let delivered_any = !used.is_empty();
-        if used.publish(rx, &mem)? {
-            self.interrupt(RX_QUEUE);
-        }
+        self.publish(used, rx, RX_QUEUE)?;
         let _ = delivered_any;
         Ok((done, starved))
     }

@@ -11,6 +11,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::endpoint::{NullSink, NullSource, Sink, Source};
+use crate::fault::{FaultConfig, FaultCounters, FaultStats, Faulty};
 use crate::vhost::Dataplane;
 use crate::virtio::{self, ActivateError, Activation, Interrupt, VirtioDevice};
 use datapath::{ControlPath, Datapath, DatapathEnd, EngineParts};
@@ -124,6 +125,8 @@ pub struct NetConfig {
     /// when the guest says its port is set up, so no frame meets a half-programmed filter
     /// and every run sees the same frames. Off, frames flow from DRIVER_OK.
     pub hold_input: bool,
+    /// Faults the rust backend injects (none by default).
+    pub faults: FaultConfig,
 }
 
 /// The Ethernet MTU's frame: 1500 bytes of payload, a 14-byte header, a VLAN tag.
@@ -142,6 +145,7 @@ impl Default for NetConfig {
             datapath_cpu: None,
             link_flap: None,
             hold_input: false,
+            faults: FaultConfig::default(),
         }
     }
 }
@@ -179,6 +183,8 @@ pub struct NetStats {
     pub interrupts: AtomicU64,
     /// Set once every source frame was delivered or dropped and the source has ended.
     pub input_drained: AtomicBool,
+    /// What the injected faults did.
+    pub faults: Arc<FaultStats>,
     /// Why the datapath stopped on its own (a sink that could not write), if it did.
     failure: Mutex<Option<String>>,
 }
@@ -202,6 +208,7 @@ pub struct NetCounters {
     pub kicks: [u64; 3],
     pub interrupts: u64,
     pub input_drained: bool,
+    pub faults: FaultCounters,
 }
 
 impl NetStats {
@@ -224,6 +231,7 @@ impl NetStats {
             kicks: [g(&self.kicks[0]), g(&self.kicks[1]), g(&self.kicks[2])],
             interrupts: g(&self.interrupts),
             input_drained: self.input_drained.load(Ordering::Acquire),
+            faults: self.faults.snapshot(),
         }
     }
 
@@ -289,10 +297,19 @@ impl NetShared {
     /// Sets the link state as the host sees it; on a change, bumps the configuration
     /// generation and raises the configuration-change interrupt (5.1.4.2).
     pub fn set_link(&self, up: bool) {
+        self.change_link(up, true);
+    }
+
+    /// [`NetShared::set_link`], with the interrupt only if `notify` (a fault may withhold it).
+    pub(crate) fn change_link(&self, up: bool, notify: bool) {
         if self.link_up.swap(up, Ordering::AcqRel) == up {
             return;
         }
+        // The configuration changed either way; only the interrupt may be withheld.
         self.generation.fetch_add(1, Ordering::AcqRel);
+        if !notify {
+            return;
+        }
         let irq = self
             .interrupt
             .lock()
@@ -352,8 +369,20 @@ impl Net {
 
     pub fn with_backend(cfg: NetConfig, backend: Backend) -> Self {
         let shared = NetShared::new(&cfg);
+        let stats = Arc::new(NetStats::default());
         let (endpoints, vhost) = match backend {
-            Backend::Rust { source, sink } => (Some((source, sink)), None),
+            Backend::Rust { source, sink } => {
+                let source: Box<dyn Source> = if cfg.faults.touches_frames() {
+                    Box::new(Faulty::new(
+                        source,
+                        cfg.faults.clone(),
+                        stats.faults.clone(),
+                    ))
+                } else {
+                    source
+                };
+                (Some((source, sink)), None)
+            }
             Backend::Vhost(v) => (None, Some(v)),
         };
         Self {
@@ -362,7 +391,7 @@ impl Net {
             endpoints,
             vhost,
             running: None,
-            stats: Arc::default(),
+            stats,
         }
     }
 
