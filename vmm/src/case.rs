@@ -1,4 +1,5 @@
-//! Pcap-driven cases: `<suite>/<case>/case.toml` beside an optional `in.pcap`.
+//! Pcap-driven cases: `<suite>/<case>/case.toml` beside an optional input: `in.pcap`, or
+//! `in.toml`, a packet spec (`crate::pcap_spec`) built into a pcap for each run.
 //!
 //! A case says what the guest does (mode and port setup), how the device presents itself,
 //! and on which transports it runs. The test harness (`tests/cases.rs`) runs it on the
@@ -129,10 +130,12 @@ pub enum Error {
     },
     #[error("{path}: mode '{mode}' is not one of io, macswap, rxonly, txonly")]
     Mode { path: PathBuf, mode: String },
-    #[error("{path}: mode {mode} needs an in.pcap beside the case file")]
+    #[error("{path}: mode {mode} needs an in.pcap or in.toml beside the case file")]
     NoInput { path: PathBuf, mode: String },
     #[error(transparent)]
     Pcap(#[from] pcap::Error),
+    #[error(transparent)]
+    Spec(#[from] crate::pcap_spec::Error),
     #[error("running {case} on {machine}: {source}")]
     Run {
         case: String,
@@ -176,7 +179,8 @@ impl Case {
                 })
             }
         };
-        if mode != Mode::TxOnly && !dir.join("in.pcap").is_file() {
+        if mode != Mode::TxOnly && !dir.join("in.pcap").is_file() && !dir.join("in.toml").is_file()
+        {
             return Err(Error::NoInput {
                 path,
                 mode: spec.mode.clone(),
@@ -195,12 +199,33 @@ impl Case {
         p.is_file().then_some(p)
     }
 
-    /// The input frames (none for a case without in.pcap).
+    /// The packet spec the input is built from, if the case has one instead of a pcap.
+    pub fn spec_path(&self) -> Option<PathBuf> {
+        let p = self.dir.join("in.toml");
+        (p.is_file() && self.input_path().is_none()).then_some(p)
+    }
+
+    /// The input frames (none for a case without input).
     pub fn input(&self) -> Result<Vec<Frame>, Error> {
+        if let Some(spec) = self.spec_path() {
+            return Ok(crate::pcap_spec::parse(&spec)?);
+        }
         match self.input_path() {
             Some(p) => Ok(pcap::read(&p, usize::MAX)?.frames),
             None => Ok(Vec::new()),
         }
+    }
+
+    /// The input as a pcap file: `in.pcap`, or the spec built into `out_dir`.
+    fn input_file(&self, out_dir: &Path) -> Result<Option<PathBuf>, Error> {
+        let Some(spec) = self.spec_path() else {
+            return Ok(self.input_path());
+        };
+        let built = out_dir.join(format!("{}-in.pcap", self.name.replace('/', "_")));
+        if !built.is_file() {
+            crate::pcap_spec::write(&crate::pcap_spec::parse(&spec)?, &built)?;
+        }
+        Ok(Some(built))
     }
 
     /// Runs the case on `machine` over `transport` with the rust backend, writing the
@@ -231,7 +256,7 @@ impl Case {
         let mut cfg = RunConfig {
             machine,
             mode: self.mode,
-            input: match self.input_path() {
+            input: match self.input_file(out_dir)? {
                 Some(p) => Input::Pcap(p),
                 None => Input::None,
             },

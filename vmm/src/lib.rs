@@ -22,6 +22,7 @@ pub mod harness;
 pub mod image;
 pub mod layout;
 pub mod machine;
+pub mod pcap_spec;
 pub mod pci_bus;
 pub mod run;
 pub mod serial;

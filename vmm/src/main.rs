@@ -50,6 +50,14 @@ enum PcapCommand {
         /// The pcap file.
         file: PathBuf,
     },
+    /// Build a pcap from a readable packet spec (TOML; see testcases/specs/example.toml).
+    Build {
+        /// The spec.
+        spec: PathBuf,
+        /// The pcap to write (replaced atomically).
+        #[arg(short, long, value_name = "FILE")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -355,6 +363,13 @@ fn run(args: &RunArgs, t0: Instant) -> anyhow::Result<u8> {
     Ok(u8::try_from(report.exit_code).unwrap_or(u8::MAX))
 }
 
+fn pcap_build(spec: &std::path::Path, out: &std::path::Path) -> anyhow::Result<u8> {
+    let frames = vmm::pcap_spec::parse(spec)?;
+    vmm::pcap_spec::write(&frames, out)?;
+    println!("vlab: wrote {} frames to {}", frames.len(), out.display());
+    Ok(0)
+}
+
 fn pcap_show(file: &std::path::Path) -> anyhow::Result<u8> {
     let cap = device_model::pcap::read(file, usize::MAX)?;
     let text = vmm::decode::frames(cap.frames.iter().map(|f| f.data.as_slice()));
@@ -383,6 +398,7 @@ fn main() -> ExitCode {
     let r = match &cli.command {
         Command::Run(args) => run(args, t0),
         Command::Pcap(PcapCommand::Show { file }) => pcap_show(file),
+        Command::Pcap(PcapCommand::Build { spec, out }) => pcap_build(spec, out),
         Command::Compare(args) => compare(args),
         Command::Test(args) => test(args),
         Command::VhostUserBackend(args) => vmm::user_backend::run(args).map_err(Into::into),

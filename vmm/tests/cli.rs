@@ -281,3 +281,43 @@ fn pcap_show_prints_one_line_per_frame() {
         "#0000 len=90 04:15:52:05:1e:17 > 00:22:41:33:12:b2 IPv4 192.168.1.95 > 17.253.4.253 UDP 123 > 123 crc=ca0f4004"
     );
 }
+
+#[test]
+fn pcap_build_turns_a_spec_into_a_capture_and_names_a_bad_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("built.pcap");
+    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testcases/basic/io-spec/in.toml");
+    let o = vlab(&[
+        "pcap",
+        "build",
+        spec.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let cap = device_model::pcap::read(&out, usize::MAX).unwrap();
+    assert_eq!(cap.frames.len(), 10);
+    assert_eq!(cap.frames[1].data.len(), 1514);
+
+    let bad = write(
+        dir.path(),
+        "bad.toml",
+        b"[[frame]]\neth = { src = \"02:00:00:00:00:01\", dst = \"02:00:00:00:00:02\" }\n\
+          ipv4 = { src = \"10.0.0.300\", dst = \"10.0.0.2\" }\n",
+    );
+    let out2 = dir.path().join("never.pcap");
+    let o = vlab(&[
+        "pcap",
+        "build",
+        bad.to_str().unwrap(),
+        "-o",
+        out2.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(HARNESS_FAILURE));
+    assert!(
+        stderr(&o).contains("bad.toml: frame 0: ipv4.src: '10.0.0.300' is not an IPv4 address"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out2.exists(), "nothing half-written");
+}
