@@ -16,6 +16,7 @@
 pub mod kernel;
 pub mod user;
 pub mod user_backend;
+mod relay;
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -15,7 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
-use vhost_user_backend::{VhostUserBackend, VhostUserDaemon, VringRwLock, VringT};
+use vhost_user_backend::{VhostUserBackend, VhostUserDaemon, VringRwLock, VringState, VringT};
+use virtio_queue::QueueT;
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
@@ -100,14 +101,16 @@ pub fn serve(
                 .map_err(Error::Listener)?;
         }
     }
-    let served = daemon.serve(socket);
+    let served = super::relay::serve(&mut daemon, socket);
+    // What `VhostUserDaemon::serve` does once the connection ends: the vring workers stop.
+    let _ = backend.inner.exit.1.notify();
     let _ = std::fs::remove_file(socket);
     served.map_err(daemon_err)?;
     backend.finish()
 }
 
 #[derive(Clone)]
-struct NetBackend {
+pub(super) struct NetBackend {
     inner: Arc<Inner>,
 }
 
@@ -222,7 +225,10 @@ impl NetBackend {
         let r = {
             let mut rx = rx.get_mut();
             let mut tx = tx.get_mut();
-            if !(rx.is_enabled() && tx.is_enabled()) {
+            // Started (a kick descriptor and ring addresses: the queue is ready) as well as
+            // enabled: QEMU enables the rings before it sets them up (see `relay`).
+            let live = |v: &VringState<Gm>| v.is_enabled() && v.get_queue().ready();
+            if !(live(&rx) && live(&tx)) {
                 return Ok(None);
             }
             let tx_done = engine.process_tx(tx.get_queue_mut())?;
