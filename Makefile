@@ -8,7 +8,7 @@ DEMO_OUT := target/demo-out.pcap
 # The static vlab that runs inside the Linux VM (scripts/linux-vm) for the vhost-kernel tests.
 VM_TARGET := x86_64-unknown-linux-gnu
 
-.PHONY: all setup build images vm-vlab demo test lint bench clean
+.PHONY: all setup build images vm-vlab demo test lint bench determinism clean
 
 all: setup build demo
 
@@ -39,6 +39,10 @@ lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -p pmd-guest --release --target $(GUEST_TARGET) -- -D warnings
+
+# The same case 100 times on each machine: one output.
+determinism: build
+	scripts/determinism
 
 bench:
 	scripts/setup --bench

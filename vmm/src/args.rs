@@ -10,10 +10,10 @@ use clap::{Args, ValueEnum};
 use device_model::fault::{FaultConfig, ShrinkRx};
 use device_model::net::{features, LinkFlap, NetConfig, DEFAULT_MAX_FRAME, MAX_FRAME_LIMIT};
 use device_model::virtio_pci::Options;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Which virtio interface the guest's driver uses.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
     /// Memory BARs found through virtio capabilities (virtio 1.x).
@@ -33,7 +33,7 @@ impl Transport {
 }
 
 /// Who serves the device's data queues.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Backend {
     /// The pure-Rust userspace backend: a datapath thread in vlab.
@@ -57,7 +57,7 @@ impl Backend {
 
 /// The guest application's port setup. Unset values take the application's defaults
 /// (testpmd's: promiscuous on, rings of 256, bursts of 32, every feature asked for).
-#[derive(Clone, Debug, Default, Args, Deserialize)]
+#[derive(Clone, Debug, Default, Args, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct GuestArgs {
     /// Rx and tx ring size the driver asks for (a power of two, 1-32768).
@@ -205,7 +205,7 @@ impl GuestArgs {
 }
 
 /// The virtio-net device and its transport, as the host presents them.
-#[derive(Clone, Debug, Default, Args, Deserialize)]
+#[derive(Clone, Debug, Default, Args, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct DeviceArgs {
     /// Features the device does not offer (names: mtu, mac, mrg_rxbuf, status, ctrl_vq,
@@ -230,7 +230,11 @@ pub struct DeviceArgs {
     pub modern_only: bool,
     /// Take the link down after N delivered frames, and up again MS milliseconds later.
     #[arg(long, value_name = "N[:MS]", value_parser = link_flap)]
-    #[serde(default, deserialize_with = "de_link_flap")]
+    #[serde(
+        default,
+        deserialize_with = "de_link_flap",
+        serialize_with = "ser_link_flap"
+    )]
     pub link_flap: Option<LinkFlap>,
     /// Seed of the fault injection: the same seed and input make the same faults.
     #[arg(long, value_name = "N", help_heading = "Faults (rust backend)")]
@@ -253,7 +257,11 @@ pub struct DeviceArgs {
     /// After N delivered frames use at most B of the rx buffers posted, as if the ring had
     /// B entries.
     #[arg(long, value_name = "N:B", value_parser = shrink_rx, help_heading = "Faults (rust backend)")]
-    #[serde(default, deserialize_with = "de_shrink_rx")]
+    #[serde(
+        default,
+        deserialize_with = "de_shrink_rx",
+        serialize_with = "ser_shrink_rx"
+    )]
     pub shrink_rx: Option<ShrinkRx>,
 }
 
@@ -292,6 +300,20 @@ fn link_flap(s: &str) -> Result<LinkFlap, String> {
         after: n.parse().map_err(|_| bad())?,
         down_for: Duration::from_millis(ms),
     })
+}
+
+fn ser_link_flap<S: serde::Serializer>(v: &Option<LinkFlap>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(f) => s.serialize_str(&format!("{}:{}", f.after, f.down_for.as_millis())),
+        None => s.serialize_none(),
+    }
+}
+
+fn ser_shrink_rx<S: serde::Serializer>(v: &Option<ShrinkRx>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(r) => s.serialize_str(&format!("{}:{}", r.after, r.buffers)),
+        None => s.serialize_none(),
+    }
 }
 
 fn de_link_flap<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<LinkFlap>, D::Error> {

@@ -13,6 +13,7 @@
 pub mod args;
 pub mod backend;
 pub mod board;
+pub mod bundle;
 pub mod boot;
 pub mod bus;
 pub mod case;

@@ -35,6 +35,12 @@ enum Command {
     /// Work with pcap files.
     #[command(subcommand)]
     Pcap(PcapCommand),
+    /// Run a bug bundle (`vlab run --record DIR`) again and report identical, or the first
+    /// divergence.
+    Replay {
+        /// The bundle directory.
+        dir: PathBuf,
+    },
     /// Run suites: every case on both machines and every backend in scope and available.
     Test(TestArgs),
     /// Run cases on several backends and compare each output with the rust backend's.
@@ -135,6 +141,10 @@ struct RunArgs {
     /// Do not echo the guest's serial output.
     #[arg(long, short)]
     quiet: bool,
+    /// Write a bug bundle of the run into DIR (input, configuration, seeds, versions,
+    /// output, guest log, negotiated features), for `vlab replay DIR`.
+    #[arg(long, value_name = "DIR")]
+    record: Option<PathBuf>,
     #[command(flatten, next_help_heading = "Guest port setup")]
     guest: GuestArgs,
     #[command(flatten, next_help_heading = "Device")]
@@ -340,6 +350,41 @@ fn compare(args: &CompareArgs) -> anyhow::Result<u8> {
     Ok(u8::from(unexplained + missing > 0))
 }
 
+/// `vlab replay`: 0 when the run did the same again, 1 with the first divergence.
+fn replay(dir: &std::path::Path) -> anyhow::Result<u8> {
+    use vmm::bundle::Replay;
+    let (desc, r) = vmm::bundle::replay(dir)?;
+    let what = format!(
+        "{} {} on {} ({} backend)",
+        desc.mode,
+        dir.display(),
+        desc.machine,
+        desc.backend.name()
+    );
+    let line = match &r {
+        Replay::Identical => format!(
+            "vlab replay: {what}: identical (exit code {}, {} frames out)",
+            desc.result.exit_code, desc.result.output_frames
+        ),
+        Replay::ExitCode { recorded, now } => {
+            format!("vlab replay: {what}: DIVERGES: guest exit code: recorded {recorded}, now {now}")
+        }
+        Replay::Output(d) => format!(
+            "vlab replay: {what}: DIVERGES at frame {}: {}: recorded {}, now {}",
+            d.frame, d.field, d.reference, d.other
+        ),
+        Replay::Log {
+            line,
+            recorded,
+            now,
+        } => format!(
+            "vlab replay: {what}: DIVERGES in the guest log at line {line}: recorded {recorded:?}, now {now:?}"
+        ),
+    };
+    println!("{line}");
+    Ok(u8::from(!matches!(r, Replay::Identical)))
+}
+
 fn machine_kind(m: MachineArg) -> MachineKind {
     match m {
         MachineArg::Kvm => MachineKind::Kvm,
@@ -357,7 +402,28 @@ fn cpu_pair(s: &str) -> Result<(usize, usize), String> {
 }
 
 fn run(args: &RunArgs, t0: Instant) -> anyhow::Result<u8> {
-    let report = vmm::run::run(&args.config(), t0)?;
+    let mut cfg = args.config();
+    if let Some(dir) = &args.record {
+        std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+        if matches!(cfg.output, Output::Discard) {
+            cfg.output = Output::Pcap(vmm::bundle::output_path(dir));
+        }
+    }
+    let report = vmm::run::run(&cfg, t0)?;
+    if let Some(dir) = &args.record {
+        if let Output::Pcap(out) = &cfg.output {
+            let into = vmm::bundle::output_path(dir);
+            if out != &into && out.is_file() {
+                std::fs::copy(out, &into).map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
+            }
+        }
+        let image = match (cfg.machine, &cfg.kernel) {
+            (MachineKind::Kvm, Some(k)) => Some(k.clone()),
+            (MachineKind::Kvm, None) => vmm::image::default_image().ok(),
+            (MachineKind::InProcess, _) => None,
+        };
+        vmm::bundle::record(dir, &cfg, &report, image.as_deref())?;
+    }
     // A closed stdout (`| head`) must not turn a finished run into a panic.
     let _ = writeln!(std::io::stdout(), "{}", report.summary());
     Ok(u8::try_from(report.exit_code).unwrap_or(u8::MAX))
@@ -401,6 +467,7 @@ fn main() -> ExitCode {
         Command::Pcap(PcapCommand::Build { spec, out }) => pcap_build(spec, out),
         Command::Compare(args) => compare(args),
         Command::Test(args) => test(args),
+        Command::Replay { dir } => replay(dir),
         Command::VhostUserBackend(args) => vmm::user_backend::run(args).map_err(Into::into),
     };
     match r {
