@@ -45,7 +45,7 @@ determinism: build
 	scripts/determinism
 
 bench:
-	scripts/setup --bench
+	scripts/setup
 	$(MAKE) build
 	scripts/bench
 
