@@ -38,11 +38,13 @@ fn neither_side_notifies_per_frame() {
             assert_eq!(r.output_frames, FRAMES);
             // The poll-mode driver declines every interrupt.
             assert_eq!(c.interrupts, 0, "{machine:?} event_idx={event_idx}");
-            // The device asks for kicks only before it sleeps, which a busy run rarely does:
-            // far fewer than one per burst of 32.
+            // The device asks for kicks only before it sleeps, which a busy run does only
+            // when its driver is descheduled: fewer than one kick per burst of 32 even on a
+            // loaded machine (a driver that kicks per burst makes 625; an idle machine sees
+            // a handful).
             let kicks: u64 = c.kicks.iter().sum();
             assert!(
-                kicks < FRAMES / 320,
+                kicks < FRAMES / 32,
                 "{machine:?} event_idx={event_idx}: {kicks} kicks for {FRAMES} frames"
             );
         }
