@@ -3,26 +3,16 @@
 //! and no TAP or child process left behind. Also the vhost-user backend process
 //! (`vlab vhost-user-backend`) seen from outside: its output when its frontend dies.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const HARNESS_FAILURE: i32 = 70;
+use common::{stderr, vlab, vlab_cmd, Reaped, HARNESS_FAILURE};
 
-fn vlab_cmd() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_vlab"))
-}
-
-fn vlab(args: &[&str]) -> Output {
-    vlab_cmd().args(args).output().expect("vlab runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn case_pcap(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../testcases/basic/{name}/in.pcap"))
+fn case_pcap(name: &str) -> std::path::PathBuf {
+    common::case_pcap(&format!("basic/{name}"))
 }
 
 /// A name unique to this test process and `tag`, short enough for an interface.
@@ -32,16 +22,6 @@ fn unique(tag: &str) -> String {
 
 fn interface_exists(name: &str) -> bool {
     Path::new("/sys/class/net").join(name).exists()
-}
-
-/// A child process killed (and reaped) when dropped, whatever the test did.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// `vlab vhost-user-backend --socket SOCK` with `extra`, once it listens.

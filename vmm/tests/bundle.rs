@@ -2,26 +2,14 @@
 //! identically; a bundle whose recorded output or seed was changed replays with the first
 //! divergence named. And determinism: the same case gives the same bytes run after run.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-fn vlab(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vlab"))
-        .args(args)
-        .output()
-        .expect("vlab runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use common::{both as text, vlab};
 
 fn mixed() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testcases/basic/io-mixed/in.pcap")
+    common::case_pcap("basic/io-mixed")
 }
 
 /// Records a run with every frame fault on into `dir`.

@@ -1,24 +1,14 @@
 //! `vlab run` from the outside: the exit status, the message on stderr, and the files left
 //! behind, for good runs and for every kind of bad input.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-const HARNESS_FAILURE: i32 = 70;
-
-fn vlab(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vlab"))
-        .args(args)
-        .output()
-        .expect("vlab runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use common::{case_dir, case_pcap, stderr, vlab, HARNESS_FAILURE};
 
 fn ntp_pcap() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testcases/basic/io-ntp/in.pcap")
+    case_pcap("basic/io-ntp")
 }
 
 /// The files in `dir`, so a test can see that a failed run left nothing behind.
@@ -286,7 +276,7 @@ fn pcap_show_prints_one_line_per_frame() {
 fn pcap_build_turns_a_spec_into_a_capture_and_names_a_bad_field() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("built.pcap");
-    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testcases/basic/io-spec/in.toml");
+    let spec = case_dir("basic/io-spec").join("in.toml");
     let o = vlab(&[
         "pcap",
         "build",

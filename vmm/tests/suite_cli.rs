@@ -1,24 +1,18 @@
 //! `vlab test` from the outside: verdicts, reports, exit status, and what a bad case file
 //! gets.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn vlab(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vlab"))
-        .args(args)
-        .output()
-        .expect("vlab runs")
-}
+use std::path::{Path, PathBuf};
+
+use common::vlab;
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
 fn case_dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../testcases/basic")
-        .join(name)
+    common::case_dir(&format!("basic/{name}"))
 }
 
 /// A copy of case `name` as `<dir>/suite/<name>`, with `extra` appended to its case.toml.

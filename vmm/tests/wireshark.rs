@@ -2,6 +2,8 @@
 //! where and what it should be, and nothing is malformed. Needs tshark (`make setup`
 //! installs it); without it these tests fail and say so.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -22,21 +24,16 @@ fn tshark(file: &Path, args: &[&str]) -> String {
 }
 
 fn vlab_run(args: &[&str]) {
-    let o = Command::new(env!("CARGO_BIN_EXE_vlab"))
+    let o = common::vlab_cmd()
         .args(["run", "-q"])
         .args(args)
         .output()
         .expect("vlab runs");
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_eq!(o.status.code(), Some(0), "{}", common::stderr(&o));
 }
 
 fn mixed() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testcases/basic/io-mixed/in.pcap")
+    common::case_pcap("basic/io-mixed")
 }
 
 const FIELDS: &[&str] = &[
