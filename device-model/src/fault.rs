@@ -232,7 +232,10 @@ mod tests {
         let (b, sb) = run();
         assert_eq!(a, b);
         assert_eq!(sa, sb);
-        assert!(sa.dropped > 0 && sa.duplicated > 0 && sa.reordered > 0, "{sa:?}");
+        assert!(
+            sa.dropped > 0 && sa.duplicated > 0 && sa.reordered > 0,
+            "{sa:?}"
+        );
         // Every frame is accounted for: delivered once, twice, or dropped.
         assert_eq!(
             a.len() as u64,

@@ -228,7 +228,10 @@ pub fn config(dir: &Path, desc: &Description, out: &Path) -> Result<RunConfig, E
 pub enum Replay {
     Identical,
     /// The guest's verdict differs.
-    ExitCode { recorded: u32, now: u32 },
+    ExitCode {
+        recorded: u32,
+        now: u32,
+    },
     /// The first output frame that differs.
     Output(Difference),
     /// Same frames, but the guest's log differs at this line.
@@ -270,7 +273,10 @@ pub fn replay(dir: &Path) -> Result<(Description, Replay), Error> {
         path: log_path,
         source,
     })?;
-    let (a, b) = (String::from_utf8_lossy(&log), String::from_utf8_lossy(&report.serial));
+    let (a, b) = (
+        String::from_utf8_lossy(&log),
+        String::from_utf8_lossy(&report.serial),
+    );
     if let Some((line, (r, n))) = a
         .lines()
         .chain(std::iter::repeat(""))

@@ -13,8 +13,8 @@
 pub mod args;
 pub mod backend;
 pub mod board;
-pub mod bundle;
 pub mod boot;
+pub mod bundle;
 pub mod bus;
 pub mod case;
 pub mod compare;

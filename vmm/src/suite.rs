@@ -207,7 +207,11 @@ impl Plan {
                         backend,
                     };
                     let name = format!("{}::{}::{}", case.name, transport.name(), backend.name());
-                    if self.filter.as_ref().is_none_or(|f| name.contains(f.as_str())) {
+                    if self
+                        .filter
+                        .as_ref()
+                        .is_none_or(|f| name.contains(f.as_str()))
+                    {
                         jobs.push(job);
                     }
                 }
@@ -258,7 +262,11 @@ impl Job<'_> {
 
 /// Runs `jobs` on `parallel` threads; `done` sees each verdict as it comes. Returns the
 /// verdicts in job order.
-pub fn run_jobs(jobs: &[Job<'_>], parallel: usize, done: &(dyn Fn(&Verdict) + Sync)) -> Vec<Verdict> {
+pub fn run_jobs(
+    jobs: &[Job<'_>],
+    parallel: usize,
+    done: &(dyn Fn(&Verdict) + Sync),
+) -> Vec<Verdict> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
     let next = AtomicUsize::new(0);
@@ -315,9 +323,20 @@ pub fn counts(verdicts: &[Verdict]) -> Vec<(Target, Counts)> {
 pub fn summary(verdicts: &[Verdict], elapsed: Duration) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
-    let _ = writeln!(s, "{:<13} {:>5} {:>5} {:>8}", "backend", "pass", "fail", "skipped");
+    let _ = writeln!(
+        s,
+        "{:<13} {:>5} {:>5} {:>8}",
+        "backend", "pass", "fail", "skipped"
+    );
     for (t, c) in counts(verdicts) {
-        let _ = writeln!(s, "{:<13} {:>5} {:>5} {:>8}", t.name(), c.pass, c.fail, c.skipped);
+        let _ = writeln!(
+            s,
+            "{:<13} {:>5} {:>5} {:>8}",
+            t.name(),
+            c.pass,
+            c.fail,
+            c.skipped
+        );
     }
     // Why whole backends were skipped, once each.
     let mut reasons: Vec<(Target, &str)> = Vec::new();

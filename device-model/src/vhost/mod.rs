@@ -14,9 +14,9 @@
 //! which also watches a vhost-user connection and fails the run when the backend dies.
 
 pub mod kernel;
+mod relay;
 pub mod user;
 pub mod user_backend;
-mod relay;
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
