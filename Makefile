@@ -8,7 +8,7 @@ DEMO_OUT := target/demo-out.pcap
 # The static vlab that runs inside the Linux VM (scripts/linux-vm) for the vhost-kernel tests.
 VM_TARGET := x86_64-unknown-linux-gnu
 
-.PHONY: all setup build images vm-vlab demo test lint bench determinism clean
+.PHONY: all setup build images vm-vlab demo test lint bench determinism clean fuzz
 
 all: setup build demo
 
@@ -51,3 +51,11 @@ bench:
 
 clean:
 	$(CARGO) clean
+
+# The mutation fuzzer: a million mutated hostile-driver scenarios against the device, each
+# checked as the property tests check theirs (device-model/examples/fuzz_rings.rs). Prints
+# how many ran and how many failed; `--run N --show` replays one.
+FUZZ_RUNS ?= 1000000
+FUZZ_SEED ?= 1
+fuzz:
+	$(CARGO) run --release -p device-model --example fuzz_rings -- --runs $(FUZZ_RUNS) --seed $(FUZZ_SEED)

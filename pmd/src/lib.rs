@@ -11,7 +11,8 @@
 //! - [`virtqueue`]: driver side of split virtqueues;
 //! - [`mbuf`]: a fixed pool of packet buffers in DMA memory;
 //! - [`net`]: the virtio-net port: initialisation, `rx_burst`, `tx_burst`;
-//! - [`testpmd`]: a testpmd-like application on top (io, macswap, rxonly, txonly).
+//! - [`testpmd`]: a testpmd-like application on top (io, macswap, rxonly, txonly);
+//! - [`hostile`]: its hostile mode, a driver that breaks the rules on purpose.
 #![no_std]
 
 extern crate alloc;
@@ -19,6 +20,7 @@ extern crate alloc;
 pub mod console;
 pub mod hal;
 pub mod harness;
+pub mod hostile;
 pub mod mbuf;
 pub mod msix;
 pub mod net;

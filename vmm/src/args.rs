@@ -140,6 +140,14 @@ pub struct GuestArgs {
     /// vlab's harness ports.
     #[arg(long, value_name = "HEX")]
     pub end_ethertype: Option<String>,
+    /// hostile: seed of the abuse sequence (the same seed gives the same abuses).
+    #[arg(long, value_name = "N")]
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// hostile: how many abuses before the final traffic.
+    #[arg(long, value_name = "N")]
+    #[serde(default)]
+    pub rounds: Option<u32>,
 }
 
 fn ring_size(s: &str) -> Result<u16, String> {
@@ -200,6 +208,8 @@ impl GuestArgs {
         put!("force-features", self.force_features.as_ref());
         put!("probe-queue-size", self.probe_queue_size);
         put!("end-ethertype", self.end_ethertype.as_ref());
+        put!("seed", self.seed);
+        put!("rounds", self.rounds);
         w
     }
 }

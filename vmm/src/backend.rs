@@ -99,7 +99,8 @@ pub fn prepare(
     inputs: Inputs,
 ) -> Result<Prepared, Error> {
     let Inputs { frames, resolution } = inputs;
-    let stamps = || Timestamps::new(frames.iter().map(|f| f.ts).collect());
+    // Output timestamps follow the input's (see `Timestamps`).
+    let stamps = Timestamps::new(frames.iter().map(|f| f.ts).collect());
     let pcap_out = |path: &Path| PcapOut::create(path, resolution);
     let output = || -> Result<Option<PcapOut>, Error> {
         Ok(match &cfg.output {
@@ -114,7 +115,7 @@ pub fn prepare(
     match (cfg.backend, &cfg.tap) {
         (Backend::Rust, None) => {
             let source: Box<dyn Source> = match &cfg.input {
-                Input::Pcap(_) => Box::new(PcapSource::new(frames.clone())),
+                Input::Pcap(_) => Box::new(PcapSource::new(frames)),
                 Input::Generator { frames, size } => {
                     Box::new(GeneratorSource::new(*frames, *size, net.mac))
                 }
@@ -127,7 +128,7 @@ pub fn prepare(
                     (Box::new(s), Box::new(k))
                 }
                 (_, Output::Pcap(path)) => {
-                    (source, Box::new(PcapSink::new(pcap_out(path)?, stamps())))
+                    (source, Box::new(PcapSink::new(pcap_out(path)?, stamps)))
                 }
                 (_, Output::Discard) => (source, Box::<NullSink>::default()),
             };
@@ -175,14 +176,15 @@ pub fn prepare(
             })
         }
         (Backend::VhostUser, tap) => {
-            let (socket, builtin) = match &cfg.vhost_socket {
+            // The input goes to our own backend, or to the harness on the backend's TAP.
+            let (socket, builtin, frames) = match &cfg.vhost_socket {
                 Some(socket) => {
                     let endpoints = matches!(cfg.input, Input::Pcap(_) | Input::Generator { .. })
                         || matches!(cfg.output, Output::Pcap(_));
                     if endpoints && tap.is_none() {
                         return Err(Error::ExternalEndpoints);
                     }
-                    (socket.clone(), None)
+                    (socket.clone(), None, frames)
                 }
                 None => {
                     if tap.is_some() {
@@ -193,8 +195,8 @@ pub fn prepare(
                         ));
                     }
                     tap_input("--backend vhost-user")?;
-                    let b = BuiltIn::spawn(net, frames.clone(), stamps(), output()?)?;
-                    (b.socket.clone(), Some(b))
+                    let b = BuiltIn::spawn(net, frames, stamps, output()?)?;
+                    (b.socket.clone(), Some(b), Vec::new())
                 }
             };
             let vhost = Vhost::new(UserNet::connect(&socket)?)?;

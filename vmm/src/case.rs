@@ -97,11 +97,23 @@ impl ExpectCounters {
             ("tx-malformed", self.tx_malformed, c.tx_malformed),
             ("ctrl-ok", self.ctrl_ok, c.ctrl_ok),
             ("ctrl-err", self.ctrl_err, c.ctrl_err),
-            ("sent-while-link-down", self.sent_while_link_down, c.tx_while_link_down),
-            ("refused-feature-sets", self.refused_feature_sets, t.refused_features),
+            (
+                "sent-while-link-down",
+                self.sent_while_link_down,
+                c.tx_while_link_down,
+            ),
+            (
+                "refused-feature-sets",
+                self.refused_feature_sets,
+                t.refused_features,
+            ),
             ("refused-writes", self.refused_writes, t.refused_writes),
             ("bad-accesses", self.bad_accesses, t.bad_accesses),
-            ("device-needs-reset", self.device_needs_reset, r.device_errors),
+            (
+                "device-needs-reset",
+                self.device_needs_reset,
+                r.device_errors,
+            ),
         ];
         for (name, want, got) in pairs {
             if let Some(want) = want {
@@ -128,7 +140,7 @@ pub enum Error {
         #[source]
         source: toml::de::Error,
     },
-    #[error("{path}: mode '{mode}' is not one of io, macswap, rxonly, txonly")]
+    #[error("{path}: mode '{mode}' is not one of io, macswap, rxonly, txonly, hostile")]
     Mode { path: PathBuf, mode: String },
     #[error("{path}: mode {mode} needs an in.pcap or in.toml beside the case file")]
     NoInput { path: PathBuf, mode: String },
@@ -172,6 +184,7 @@ impl Case {
             "macswap" => Mode::MacSwap,
             "rxonly" => Mode::RxOnly,
             "txonly" => Mode::TxOnly,
+            "hostile" => Mode::Hostile,
             other => {
                 return Err(Error::Mode {
                     path,
@@ -466,6 +479,9 @@ pub fn check_mode(case: &Case, input: &[Frame], run: &CaseRun) -> Result<(), Str
                 return Err(format!("frame {i} is {} bytes, not {size}", f.data.len()));
             }
         }
+        // The abuse decides what goes out (the snapshot shows it); every input frame must
+        // still be accounted for.
+        Mode::Hostile => all_through()?,
     }
     Ok(())
 }

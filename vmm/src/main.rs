@@ -76,6 +76,9 @@ enum ModeArg {
     Rxonly,
     /// Send --pkts generated UDP frames of --size bytes.
     Txonly,
+    /// Abuse the device with malformed rings and registers (--seed, --rounds), then forward
+    /// the rest of the input and --pkts generated frames.
+    Hostile,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -173,6 +176,7 @@ impl RunArgs {
                 ModeArg::Macswap => Mode::MacSwap,
                 ModeArg::Rxonly => Mode::RxOnly,
                 ModeArg::Txonly => Mode::TxOnly,
+                ModeArg::Hostile => Mode::Hostile,
             },
             guest: self.guest.clone(),
             device: self.device.clone(),
@@ -280,11 +284,7 @@ fn test(args: &TestArgs) -> anyhow::Result<u8> {
                 b.set_message(v.name());
                 b.inc(1);
             }
-            None => println!(
-                "{word} {} ({} ms)",
-                v.name(),
-                v.duration.as_millis()
-            ),
+            None => println!("{word} {} ({} ms)", v.name(), v.duration.as_millis()),
         }
     };
     let verdicts = suite::run_jobs(&jobs, parallel, &done);
@@ -301,7 +301,9 @@ fn test(args: &TestArgs) -> anyhow::Result<u8> {
         std::fs::write(path, text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     }
     print!("{}", suite::summary(&verdicts, elapsed));
-    let failed = verdicts.iter().any(|v| matches!(v.outcome, Outcome::Fail(_)));
+    let failed = verdicts
+        .iter()
+        .any(|v| matches!(v.outcome, Outcome::Fail(_)));
     Ok(u8::from(failed || verdicts.is_empty()))
 }
 

@@ -37,6 +37,8 @@ const IDLE_POLLS_BEFORE_SLEEP: u32 = 20_000;
 /// Longest sleep: bounds how late a stop request, a link flap or a source that turns ready
 /// is seen.
 const SLEEP_MS: i32 = 1;
+/// The longest a flap holds the link down waiting for a notified driver to look.
+const LINK_DOWN_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Largest tx chain accepted: a 64 KiB frame and its header.
 const MAX_TX_CHAIN: usize = 12 + 65_536;
 /// Largest control command accepted (a MAC table of a few hundred entries).
@@ -78,6 +80,8 @@ pub(crate) struct Engine {
     shrink_base: Option<(u16, u16)>,
     link_flap: Option<LinkFlap>,
     link_down_since: Option<Instant>,
+    /// Whether the driver was interrupted when the link went down.
+    link_down_notified: bool,
     delivered: u64,
     /// Reused buffers: a tx chain's bytes, an rx frame's buffers.
     scratch: Vec<u8>,
@@ -143,6 +147,7 @@ impl Engine {
             shrink_base: None,
             link_flap: cfg.link_flap,
             link_down_since: None,
+            link_down_notified: false,
             delivered: 0,
             scratch: Vec::with_capacity(64 * 1024),
             rx_bufs: Vec::new(),
@@ -175,6 +180,12 @@ impl Engine {
     }
 
     /// The host's link flap: down after `after` frames, up again `down_for` later.
+    /// Whether the link is due to go down (a flap's frame count reached).
+    fn flap_due(&self) -> bool {
+        self.link_flap
+            .is_some_and(|f| self.link_down_since.is_none() && self.delivered >= f.after)
+    }
+
     pub fn flap_link(&mut self) {
         let Some(flap) = self.link_flap else {
             return;
@@ -185,8 +196,18 @@ impl Engine {
                 let notify = self.notify_config();
                 self.shared.change_link(false, notify);
                 self.link_down_since = Some(Instant::now());
+                self.link_down_notified = notify;
             }
-            Some(since) if since.elapsed() >= flap.down_for => {
+            // A driver told of the change must have looked at the status before the link
+            // comes back: otherwise a driver held up (a busy host) would miss the whole flap
+            // and what it logs would depend on timing. A driver that never looks gets the
+            // link back after LINK_DOWN_LIMIT.
+            Some(since)
+                if since.elapsed() >= flap.down_for
+                    && (!self.link_down_notified
+                        || self.shared.down_seen()
+                        || since.elapsed() >= LINK_DOWN_LIMIT) =>
+            {
                 tracing::info!("link up");
                 let notify = self.notify_config();
                 self.shared.change_link(true, notify);
@@ -378,6 +399,12 @@ impl Engine {
                 .map_err(|e| format!("buffer {:#x}+{len}: {e}", d.addr().0))?;
         }
         let ack = ack.ok_or("no writable byte for the ack")?;
+        // An ack byte outside guest RAM cannot be written: refuse the chain before acting
+        // on it. Found by tests/proptest_hostile.rs: the command used to run and be
+        // counted, then the failed ack write counted it a second time (as an error).
+        if !vm_memory::GuestMemoryBackend::address_in_range(mem, ack) {
+            return Err(format!("ack byte {:#x} is outside guest memory", ack.0));
+        }
         let answer = if more {
             Err(CHAIN_CUT.to_string())
         } else if self.scratch.len() < 2 {
@@ -438,11 +465,26 @@ impl Engine {
                 bad = Some("device-readable descriptor in an rx chain");
                 break;
             }
+            // The whole buffer must be guest RAM, as tx buffers must. Found by
+            // tests/proptest_hostile.rs: a buffer outside RAM (or running past its end) was
+            // taken, the frame's writes into it failed, and the frame was still counted
+            // delivered: lost, with used lengths that did not add up.
+            if !vm_memory::GuestMemoryBackend::check_range(&*mem, d.addr(), d.len() as usize) {
+                bad = Some("buffer outside guest memory");
+                break;
+            }
             capacity += d.len() as usize;
             self.rx_descs.push((d.addr(), d.len()));
         }
         if more && bad.is_none() {
             bad = Some(CHAIN_CUT);
+        }
+        if bad.is_none() && capacity == 0 {
+            // No descriptors at all (a head past the table, a broken indirect table) or
+            // only empty ones: no frame can ever fit, and kept it would drop every frame
+            // (or, with mergeable buffers, be taken again for each). Found by
+            // tests/proptest_hostile.rs.
+            bad = Some("rx chain without room for a single byte");
         }
         if let Some(why) = bad {
             self.rx_descs.truncate(start);
@@ -466,10 +508,17 @@ impl Engine {
         let mut done = 0;
         let mut starved = false;
         let own = self.shared.mac();
-        'frames: while done < BUDGET {
-            if !self.shared.link_up() || !self.shared.input_open() {
+        // A batch holds at most a ring's worth of entries before a frame starts (a driver
+        // cannot have more buffers outstanding), and a frame takes at most a ring's worth:
+        // so a batch stays below 2 * 32768 entries and every pass ends. Found by
+        // tests/proptest_hostile.rs: a driver feeding one-byte buffers as fast as the device
+        // took them kept one pass going for 256 frames of 1512 buffers each; the batch's
+        // u16 count overflowed (a panic in debug builds, wrapped used entries in release).
+        'frames: while done < BUDGET && used.len() < rx.size() {
+            if !self.shared.link_up() || !self.shared.input_open() || self.flap_due() {
                 // Nothing is received while the link is down, or before the harness lets
-                // the input flow; frames wait in the source.
+                // the input flow; frames wait in the source. A flap takes the link down
+                // after exactly its number of frames.
                 break;
             }
             let len = match self.source.peek() {
@@ -520,14 +569,16 @@ impl Engine {
                         self.rx_bufs.push(b);
                     }
                 }
-                if !self.mrg {
+                if !self.mrg || self.rx_bufs.len() >= usize::from(rx.size()) {
                     break;
                 }
             }
             if have < need {
-                // Without mergeable buffers a frame must fit one chain: drop the frame,
-                // keep the buffer for the next one.
-                rx.go_to_previous_position();
+                // Without mergeable buffers a frame must fit one chain, with them a ring's
+                // worth of buffers: drop the frame, keep the buffers for the next one.
+                for _ in 0..self.rx_bufs.len() {
+                    rx.go_to_previous_position();
+                }
                 self.source.consume();
                 self.stats.source_frames.fetch_add(1, Ordering::Relaxed);
                 self.stats.rx_dropped.fetch_add(1, Ordering::Relaxed);
@@ -537,9 +588,11 @@ impl Engine {
             self.deliver(rx, &mem, &mut used)?;
             done += 1;
         }
-        let delivered_any = !used.is_empty();
+        // The link goes down before the frames that brought the flap are published, so the
+        // driver learns of it (the interrupt comes first) before it can forward them: what
+        // it sends while the link is down does not depend on timing.
+        self.flap_link();
         self.publish(used, rx, RX_QUEUE)?;
-        let _ = delivered_any;
         Ok((done, starved))
     }
 

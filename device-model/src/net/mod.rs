@@ -255,6 +255,8 @@ impl NetStats {
 pub struct NetShared {
     mac: Mutex<[u8; 6]>,
     link_up: AtomicBool,
+    /// The driver read the status field while the link was down.
+    down_seen: AtomicBool,
     input_open: AtomicBool,
     generation: AtomicU8,
     interrupt: Mutex<Option<Arc<dyn Interrupt>>>,
@@ -266,6 +268,7 @@ impl NetShared {
         Arc::new(Self {
             mac: Mutex::new(cfg.mac),
             link_up: AtomicBool::new(true),
+            down_seen: AtomicBool::new(false),
             input_open: AtomicBool::new(!cfg.hold_input),
             generation: AtomicU8::new(0),
             interrupt: Mutex::new(None),
@@ -283,6 +286,11 @@ impl NetShared {
 
     pub fn link_up(&self) -> bool {
         self.link_up.load(Ordering::Acquire)
+    }
+
+    /// Whether the driver has read the link status since the link went down.
+    pub(crate) fn down_seen(&self) -> bool {
+        self.down_seen.load(Ordering::Acquire)
     }
 
     /// Lets the source's frames flow (see [`NetConfig::hold_input`]).
@@ -306,6 +314,7 @@ impl NetShared {
             return;
         }
         // The configuration changed either way; only the interrupt may be withheld.
+        self.down_seen.store(false, Ordering::Release);
         self.generation.fetch_add(1, Ordering::AcqRel);
         if !notify {
             return;
@@ -493,6 +502,10 @@ impl VirtioDevice for Net {
         let status = if self.shared.link_up() {
             NET_S_LINK_UP
         } else {
+            let s = config::STATUS as u64;
+            if offset < s + 2 && s < offset + data.len() as u64 {
+                self.shared.down_seen.store(true, Ordering::Release);
+            }
             0
         };
         space[config::STATUS..config::STATUS + 2].copy_from_slice(&status.to_le_bytes());

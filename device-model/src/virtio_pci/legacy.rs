@@ -77,8 +77,25 @@ impl<D: VirtioDevice> VirtioPciDevice<D> {
     }
 
     pub(super) fn legacy_write(&mut self, offset: u64, data: &[u8]) {
-        self.legacy = true;
         let config = self.legacy_config_base();
+        // Only an access to something the legacy interface has makes this a legacy driver:
+        // an odd access the device ignores must not change how DRIVER_OK judges the
+        // features. Found by tests/proptest_hostile.rs: after a modern setup whose
+        // FEATURES_OK was refused, a stray 4-byte write at BAR0+1 let DRIVER_OK activate
+        // the device by the legacy rules instead of setting DEVICE_NEEDS_RESET.
+        if offset >= config
+            || matches!(
+                (offset, data.len()),
+                (reg::GUEST_FEATURES | reg::QUEUE_PFN, 4)
+                    | (
+                        reg::QUEUE_SEL | reg::QUEUE_NOTIFY | reg::MSIX_CONFIG | reg::MSIX_QUEUE,
+                        2
+                    )
+                    | (reg::STATUS, 1)
+            )
+        {
+            self.legacy = true;
+        }
         if offset >= config {
             self.device.write_config(offset - config, data);
             return;

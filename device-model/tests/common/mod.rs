@@ -2,10 +2,12 @@
 //! driver with.
 #![allow(dead_code)]
 
+pub mod hostile;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use device_model::endpoint::{PcapSource, Sink, SinkError};
+use device_model::endpoint::{PcapSource, Sink, SinkError, Source};
 use device_model::net::{Net, NetConfig, NetStats};
 use device_model::pcap::Frame;
 use device_model::pci::PciDevice;
@@ -27,9 +29,21 @@ impl MsiSink for Msis {
     }
 }
 
-struct NoMsi;
+/// Drops every MSI message.
+pub struct NoMsi;
 impl MsiSink for NoMsi {
     fn send(&self, _: MsiMessage) {}
+}
+
+/// Input frames, as a pcap source takes them.
+pub fn frames(input: Vec<Vec<u8>>) -> Vec<Frame> {
+    input
+        .into_iter()
+        .map(|data| Frame {
+            ts: Duration::ZERO,
+            data,
+        })
+        .collect()
 }
 
 /// A sink that keeps what it is given.
@@ -75,21 +89,28 @@ impl Rig {
     /// A rig whose MSI messages go to `msi`.
     pub fn with_msi(input: Vec<Vec<u8>>, msi: Arc<dyn MsiSink>) -> Self {
         let mem = Arc::new(Memory::from_ranges(&[(GuestAddress(0), RAM)]).unwrap());
-        let frames = input
-            .into_iter()
-            .map(|data| Frame {
-                ts: Duration::ZERO,
-                data,
-            })
-            .collect();
-        let out = Capture::default();
-        let net = Net::new(
+        Self::on(
+            mem,
+            Box::new(PcapSource::new(frames(input))),
             NetConfig::default(),
-            Box::new(PcapSource::new(frames)),
-            Box::new(out.clone()),
-        );
+            Options::default(),
+            msi,
+        )
+    }
+
+    /// A rig on guest memory `mem` (any layout), with a device configured by `cfg` and
+    /// `options` whose frames come from `source`.
+    pub fn on(
+        mem: Arc<Memory>,
+        source: Box<dyn Source>,
+        cfg: NetConfig,
+        options: Options,
+        msi: Arc<dyn MsiSink>,
+    ) -> Self {
+        let out = Capture::default();
+        let net = Net::new(cfg, source, Box::new(out.clone()));
         let stats = net.stats();
-        let mut dev = VirtioPciDevice::new(net, mem.clone(), msi, Options::default()).unwrap();
+        let mut dev = VirtioPciDevice::new(net, mem.clone(), msi, options).unwrap();
         // As firmware would: BAR4 at 0xd0000000.
         dev.config_write(0x20, &0xd000_0000u32.to_le_bytes());
         Self {

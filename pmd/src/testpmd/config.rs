@@ -18,6 +18,9 @@ pub enum Mode {
     RxOnly,
     /// Transmit `pkts` generated UDP frames of `size` bytes; receive nothing.
     TxOnly,
+    /// Abuse the device with malformed rings and registers for `rounds` rounds, then
+    /// forward normally ([`crate::hostile`]).
+    Hostile,
 }
 
 impl Mode {
@@ -27,6 +30,7 @@ impl Mode {
             Mode::MacSwap => "macswap",
             Mode::RxOnly => "rxonly",
             Mode::TxOnly => "txonly",
+            Mode::Hostile => "hostile",
         }
     }
 }
@@ -39,6 +43,7 @@ impl FromStr for Mode {
             "macswap" => Ok(Mode::MacSwap),
             "rxonly" => Ok(Mode::RxOnly),
             "txonly" => Ok(Mode::TxOnly),
+            "hostile" => Ok(Mode::Hostile),
             _ => Err(()),
         }
     }
@@ -107,6 +112,10 @@ pub struct Config {
     /// Stop after forwarding a frame of this ethertype: the end marker a harness without
     /// vlab's ports (QEMU's) sends after the input.
     pub end_ethertype: Option<u16>,
+    /// hostile: seed of the abuse sequence.
+    pub seed: u64,
+    /// hostile: how many abuses.
+    pub rounds: u32,
 }
 
 impl Default for Config {
@@ -138,6 +147,8 @@ impl Default for Config {
             probe_queue_size: None,
             verbose: false,
             end_ethertype: None,
+            seed: 1,
+            rounds: 100,
         }
     }
 }
@@ -257,7 +268,7 @@ impl Config {
                     c.mode = value.parse().map_err(|_| ConfigError::BadValue {
                         key,
                         value,
-                        why: "modes are io, macswap, rxonly, txonly",
+                        why: "modes are io, macswap, rxonly, txonly, hostile",
                     })?
                 }
                 "burst" => {
@@ -376,6 +387,8 @@ impl Config {
                         })?;
                 }
                 "probe-queue-size" => c.probe_queue_size = Some(number(key, value)?),
+                "seed" => c.seed = number(key, value)?,
+                "rounds" => c.rounds = number(key, value)?,
                 "verbose" => c.verbose = flag(key, value)?,
                 "end-ethertype" => {
                     c.end_ethertype = Some(

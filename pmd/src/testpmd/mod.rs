@@ -42,6 +42,9 @@ pub fn run<H: Hal>(hal: &H, cmdline: &str) -> u32 {
             return exit::BAD_CONFIG;
         }
     };
+    if cfg.mode == Mode::Hostile {
+        return crate::hostile::run(hal, &cfg);
+    }
     if cfg.mode == Mode::TxOnly && cfg.pkts == 0 {
         sprintln!(
             hal,
@@ -134,6 +137,8 @@ pub fn run<H: Hal>(hal: &H, cmdline: &str) -> u32 {
     match cfg.mode {
         Mode::Io | Mode::MacSwap | Mode::RxOnly => engine.receive_loop(&mut port, &harness),
         Mode::TxOnly => engine.txonly_loop(&mut port),
+        // Runs its own loop (dispatched above).
+        Mode::Hostile => {}
     }
     // Every frame must have left before the verdict: wait for the device to return them.
     while port.tx_in_flight() != 0 {
@@ -355,7 +360,7 @@ impl<'a, H: Hal> Engine<'_, 'a, H> {
             match self.cfg.mode {
                 Mode::RxOnly => pkts.clear(),
                 Mode::MacSwap => pkts.iter_mut().for_each(swap_macs),
-                Mode::Io | Mode::TxOnly => {}
+                Mode::Io | Mode::TxOnly | Mode::Hostile => {}
             }
             self.send_all(port, &mut pkts);
             if end {
@@ -489,6 +494,7 @@ fn check<H: Hal>(
                 return Err(format!("sent {} of {} frames", s.opackets, cfg.pkts));
             }
         }
+        Mode::Hostile => {}
         Mode::Io | Mode::MacSwap | Mode::RxOnly => {
             // With an end marker the device side is not ours (a vhost backend): it cannot
             // say what it delivered.

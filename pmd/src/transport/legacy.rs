@@ -58,6 +58,13 @@ impl<'a, H: Hal> LegacyTransport<'a, H> {
         })
     }
 
+    /// The I/O BAR's first port: for a driver that accesses its registers at odd offsets
+    /// and widths on purpose ([`crate::hostile`]).
+    #[doc(hidden)]
+    pub fn io_base(&self) -> u16 {
+        self.base
+    }
+
     fn r(&self, off: u16, width: Width) -> u32 {
         self.hal.pio_read(self.base + off, width)
     }

@@ -106,6 +106,25 @@ impl<'a, H: Hal> ModernTransport<'a, H> {
         })
     }
 
+    /// Guest-physical address of the common configuration structure: for a driver that
+    /// accesses its registers at odd offsets and widths on purpose ([`crate::hostile`]).
+    #[doc(hidden)]
+    pub fn common_addr(&self) -> u64 {
+        self.common
+    }
+
+    /// Guest-physical address of the device configuration structure (see `common_addr`).
+    #[doc(hidden)]
+    pub fn device_addr(&self) -> u64 {
+        self.device
+    }
+
+    /// Guest-physical address of the notification area (see `common_addr`).
+    #[doc(hidden)]
+    pub fn notify_addr(&self) -> u64 {
+        self.notify_base
+    }
+
     fn read(&self, offset: u64, width: Width) -> u64 {
         self.hal.mmio_read(self.common + offset, width)
     }
