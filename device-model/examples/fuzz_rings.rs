@@ -140,12 +140,7 @@ fn main() {
                 // The device (or the harness) panicked mid-run: its thread may still use
                 // this RAM, so start over on fresh RAM (the old one is leaked if in use).
                 ram = GuardedRam::new();
-                let msg = p
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| p.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
-                vec![format!("panic: {msg}")]
+                vec![format!("panic: {}", device_model::panic::message(&*p))]
             }
         };
         if !violations.is_empty() {

@@ -9,7 +9,8 @@
 //! - queue interrupts withheld;
 //! - the rx ring shrunk under load: after some frames the device uses only the first few of
 //!   the buffers the driver posted, as if the ring were that small;
-//! - the link flapped ([`crate::net::LinkFlap`], configured beside these).
+//! - the link flapped ([`crate::net::LinkFlap`], configured beside these);
+//! - and one fault of vlab's own: the datapath thread panics after so many output frames.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +34,10 @@ pub struct FaultConfig {
     /// Probability that a queue interrupt the driver asked for is not sent.
     pub withhold_interrupts: f64,
     pub shrink_rx: Option<ShrinkRx>,
+    /// A fault of the harness itself, not of the network: the datapath thread panics once
+    /// this many frames have gone to the output, to show that a bug of ours ends the run
+    /// with a clear error and keeps the output written so far.
+    pub panic_after: Option<u64>,
 }
 
 impl FaultConfig {

@@ -12,6 +12,7 @@ pub mod endpoint;
 pub mod fault;
 pub mod msix;
 pub mod net;
+pub mod panic;
 pub mod pcap;
 pub mod pci;
 pub mod tap;

@@ -14,6 +14,9 @@ use pcap_file::{DataLink, Endianness, PcapError, TsResolution};
 
 /// Smallest frame accepted: an Ethernet header.
 pub const MIN_FRAME: usize = 14;
+/// Largest frame read from any capture: 64 KiB, the most a virtio-net device (or an IP
+/// packet) can carry. Larger records are corrupt or not frames.
+pub const MAX_RECORD: usize = 65_535;
 /// Input files larger than this are refused rather than read into memory.
 pub const MAX_FILE_BYTES: u64 = 1 << 30;
 const PCAPNG_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
@@ -75,6 +78,12 @@ pub enum Error {
         "{path}: frame {index} is {len} bytes, shorter than a {MIN_FRAME}-byte Ethernet header"
     )]
     Runt {
+        path: PathBuf,
+        index: usize,
+        len: usize,
+    },
+    #[error("{path}: frame {index} is {len} bytes, over the {MAX_RECORD}-byte limit of any frame")]
+    Oversized {
         path: PathBuf,
         index: usize,
         len: usize,
@@ -180,6 +189,19 @@ fn check_record(
 ) -> Result<Frame, Error> {
     let p = || path.to_owned();
     let len = raw.data.len();
+    // A record larger than the file says any record is: the header or the record is
+    // corrupt (a snaplen of 0 is read as "no limit", as libpcap does).
+    if header.snaplen != 0 && raw.incl_len > header.snaplen {
+        return Err(Error::BadRecord {
+            path: p(),
+            index,
+            offset,
+            why: format!(
+                "{len} bytes captured, more than the file's snaplen of {}",
+                header.snaplen
+            ),
+        });
+    }
     if (len as u64) < u64::from(raw.orig_len) {
         return Err(Error::Snapped {
             path: p(),
@@ -201,6 +223,13 @@ fn check_record(
     }
     if len < MIN_FRAME {
         return Err(Error::Runt {
+            path: p(),
+            index,
+            len,
+        });
+    }
+    if len > MAX_RECORD {
+        return Err(Error::Oversized {
             path: p(),
             index,
             len,

@@ -4,6 +4,7 @@
 //! run them.
 
 pub mod inputs;
+pub mod malformed;
 
 use std::path::{Path, PathBuf};
 

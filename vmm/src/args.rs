@@ -62,15 +62,18 @@ impl Backend {
 pub struct GuestArgs {
     /// Rx and tx ring size the driver asks for (a power of two, 1-32768).
     #[arg(long, value_parser = ring_size)]
+    #[serde(default, deserialize_with = "de_ring")]
     pub ring: Option<u16>,
     /// Frames per rx/tx burst (1-512).
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=512))]
+    #[arg(long, value_parser = burst)]
+    #[serde(default, deserialize_with = "de_burst")]
     pub burst: Option<u16>,
     /// txonly: number of frames to send.
     #[arg(long)]
     pub pkts: Option<u64>,
     /// txonly: frame size in bytes, without FCS (50-1518).
-    #[arg(long, value_parser = clap::value_parser!(u16).range(50..=1518))]
+    #[arg(long, value_parser = frame_size)]
+    #[serde(default, deserialize_with = "de_frame_size")]
     pub size: Option<u16>,
     /// Virtio interface the driver uses.
     #[arg(long, value_enum)]
@@ -95,15 +98,16 @@ pub struct GuestArgs {
     pub allmulti: Option<bool>,
     /// MAC addresses to accept besides the port's own: unicast ones fill the unicast table,
     /// multicast ones the multicast table.
-    #[arg(long, value_name = "MAC,...", value_delimiter = ',')]
-    #[serde(default)]
+    #[arg(long, value_name = "MAC,...", value_delimiter = ',', value_parser = mac_addr)]
+    #[serde(default, deserialize_with = "de_macs")]
     pub mac_add: Vec<String>,
     /// Set the port's MAC address through the control queue.
-    #[arg(long, value_name = "MAC")]
+    #[arg(long, value_name = "MAC", value_parser = mac_addr)]
+    #[serde(default, deserialize_with = "de_mac")]
     pub mac_set: Option<String>,
     /// VLAN IDs to accept (enables VLAN filtering).
-    #[arg(long, value_name = "VID,...", value_delimiter = ',')]
-    #[serde(default)]
+    #[arg(long, value_name = "VID,...", value_delimiter = ',', value_parser = vlan_id)]
+    #[serde(default, deserialize_with = "de_vids")]
     pub vlan_filter: Vec<u16>,
     /// Strip VLAN tags on receive, in software (the TCI goes into the mbuf).
     #[arg(long, value_name = "BOOL")]
@@ -158,6 +162,93 @@ fn ring_size(s: &str) -> Result<u16, String> {
         return Err(format!("{n} is not a power of two from 1 to 32768"));
     }
     Ok(n)
+}
+
+fn burst(s: &str) -> Result<u16, String> {
+    match s.parse::<u16>() {
+        Ok(n) if (1..=512).contains(&n) => Ok(n),
+        _ => Err(format!("'{s}' is not a burst size from 1 to 512")),
+    }
+}
+
+fn frame_size(s: &str) -> Result<u16, String> {
+    match s.parse::<u16>() {
+        Ok(n) if (50..=1518).contains(&n) => Ok(n),
+        _ => Err(format!("'{s}' is not a frame size from 50 to 1518 bytes")),
+    }
+}
+
+/// A MAC address as the guest parses it.
+fn mac_addr(s: &str) -> Result<String, String> {
+    match pmd::testpmd::config::parse_mac(s) {
+        Some(_) => Ok(s.to_string()),
+        None => Err(format!(
+            "'{s}' is not a MAC address (six hex bytes like 02:00:00:00:00:01)"
+        )),
+    }
+}
+
+fn vlan_id(s: &str) -> Result<u16, String> {
+    match s.parse::<u16>() {
+        Ok(n) if n < 4096 => Ok(n),
+        _ => Err(format!("'{s}' is not a VLAN ID from 0 to 4095")),
+    }
+}
+
+// A case file's values go through the command line's own parsers: the same rules and
+// messages, and serde's error then names the key and its line.
+
+/// Deserializes a `T` and checks it with `parse`.
+fn checked<'de, D, T, U>(d: D, parse: fn(&str) -> Result<U, String>) -> Result<U, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + ToString,
+{
+    let v = T::deserialize(d)?;
+    parse(&v.to_string()).map_err(serde::de::Error::custom)
+}
+
+/// Deserializes a list of `T`, each checked with `parse`.
+fn checked_list<'de, D, T, U>(
+    d: D,
+    parse: fn(&str) -> Result<U, String>,
+) -> Result<Vec<U>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + ToString,
+{
+    Vec::<T>::deserialize(d)?
+        .iter()
+        .map(|v| parse(&v.to_string()).map_err(serde::de::Error::custom))
+        .collect()
+}
+
+fn de_ring<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+    checked::<D, u16, u16>(d, ring_size).map(Some)
+}
+
+fn de_burst<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+    checked::<D, u16, u16>(d, burst).map(Some)
+}
+
+fn de_frame_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+    checked::<D, u16, u16>(d, frame_size).map(Some)
+}
+
+fn de_mac<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    checked::<D, String, String>(d, mac_addr).map(Some)
+}
+
+fn de_macs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    checked_list::<D, String, String>(d, mac_addr)
+}
+
+fn de_vids<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u16>, D::Error> {
+    checked_list::<D, u16, u16>(d, vlan_id)
+}
+
+fn de_probability<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    checked::<D, f64, f64>(d, probability).map(Some)
 }
 
 impl GuestArgs {
@@ -225,6 +316,7 @@ pub struct DeviceArgs {
     pub withhold: Vec<String>,
     /// Maximum queue size the device offers.
     #[arg(long, value_name = "N", value_parser = ring_size)]
+    #[serde(default, deserialize_with = "de_ring")]
     pub queue_size: Option<u16>,
     /// The device refuses any queue size but its maximum (as QEMU's fixed 256).
     #[arg(long)]
@@ -251,18 +343,22 @@ pub struct DeviceArgs {
     pub fault_seed: Option<u64>,
     /// Drop each input frame with probability P (0-1) before the guest sees it.
     #[arg(long, value_name = "P", value_parser = probability, help_heading = "Faults (rust backend)")]
+    #[serde(default, deserialize_with = "de_probability")]
     pub drop: Option<f64>,
     /// Deliver each input frame twice with probability P.
     #[arg(long, value_name = "P", value_parser = probability, help_heading = "Faults (rust backend)")]
+    #[serde(default, deserialize_with = "de_probability")]
     pub duplicate: Option<f64>,
     /// Swap each input frame with the next with probability P.
     #[arg(long, value_name = "P", value_parser = probability, help_heading = "Faults (rust backend)")]
+    #[serde(default, deserialize_with = "de_probability")]
     pub reorder: Option<f64>,
     /// Publish each batch of used entries this many microseconds late.
     #[arg(long, value_name = "US", help_heading = "Faults (rust backend)")]
     pub delay_used_us: Option<u64>,
     /// Withhold each queue interrupt the driver asked for with probability P.
     #[arg(long, value_name = "P", value_parser = probability, help_heading = "Faults (rust backend)")]
+    #[serde(default, deserialize_with = "de_probability")]
     pub withhold_interrupts: Option<f64>,
     /// After N delivered frames use at most B of the rx buffers posted, as if the ring had
     /// B entries.
@@ -273,6 +369,10 @@ pub struct DeviceArgs {
         serialize_with = "ser_shrink_rx"
     )]
     pub shrink_rx: Option<ShrinkRx>,
+    /// A fault of vlab itself: the datapath thread panics once N frames have gone to the
+    /// output (the run must fail naming it and keep those N frames).
+    #[arg(long, value_name = "N", help_heading = "Faults (rust backend)")]
+    pub panic_after: Option<u64>,
 }
 
 fn probability(s: &str) -> Result<f64, String> {
@@ -375,6 +475,7 @@ impl DeviceArgs {
             delay_used: self.delay_used_us.map(Duration::from_micros),
             withhold_interrupts: self.withhold_interrupts.unwrap_or(0.0),
             shrink_rx: self.shrink_rx,
+            panic_after: self.panic_after,
         };
         let opts = Options {
             transitional: !self.modern_only,

@@ -37,6 +37,9 @@ use crate::run::{Input, Output, RunConfig};
 use crate::tap_harness::TapHarness;
 
 /// How long to wait for our own vhost-user backend thread to listen.
+/// The stop request of our in-process vhost-user backend, which is never made: the device
+/// ends the connection when the run ends, however it ends.
+static NEVER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
@@ -268,7 +271,7 @@ impl BuiltIn {
         let path = socket.clone();
         let thread = std::thread::Builder::new()
             .name("vlab-vhost-user-backend".into())
-            .spawn(move || user_backend::serve(&path, cfg, source, sink, None))
+            .spawn(move || user_backend::serve(&path, cfg, source, sink, None, &NEVER))
             .map_err(|e| Error::BuiltIn(format!("starting the backend thread: {e}")))?;
         let deadline = Instant::now() + LISTEN_TIMEOUT;
         while !socket.exists() {
@@ -289,18 +292,16 @@ impl BuiltIn {
     }
 
     /// Waits for the backend to see the frontend go (call after the device let go of the
-    /// session) and, when `commit`, writes its output.
-    pub fn finish(self, commit: bool) -> Result<BuiltInEnd, Error> {
+    /// session) and writes its output: every frame it received, however the run ended.
+    pub fn finish(self) -> Result<BuiltInEnd, Error> {
         let served = self
             .thread
             .join()
             .map_err(|_| Error::BuiltIn("the backend thread panicked".into()))?
             .map_err(|e| Error::BuiltIn(e.to_string()))?;
         let Served { stats, mut sink } = served;
-        if commit {
-            sink.finish()
-                .map_err(|e| Error::BuiltIn(format!("finishing the output: {e}")))?;
-        }
+        sink.finish()
+            .map_err(|e| Error::BuiltIn(format!("finishing the output: {e}")))?;
         Ok(BuiltInEnd {
             counters: stats,
             output_frames: sink.frames(),

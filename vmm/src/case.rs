@@ -24,8 +24,9 @@ use serde::Deserialize;
 pub struct CaseSpec {
     /// What the case shows, in a sentence.
     pub description: String,
-    /// io, macswap, rxonly or txonly.
-    pub mode: String,
+    /// io, macswap, rxonly, txonly or hostile.
+    #[serde(deserialize_with = "de_mode")]
+    pub mode: Mode,
     /// Transports to run on (default: both). The device is transitional unless
     /// `device.modern-only` is set.
     #[serde(default = "both_transports")]
@@ -42,6 +43,15 @@ pub struct CaseSpec {
     /// vhost-user): `vlab compare` and the suites report them instead of running them.
     #[serde(default)]
     pub out_of_scope: BTreeMap<Target, String>,
+}
+
+fn de_mode<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Mode, D::Error> {
+    let name = String::deserialize(d)?;
+    name.parse().map_err(|()| {
+        serde::de::Error::custom(format!(
+            "mode '{name}' is not one of io, macswap, rxonly, txonly, hostile"
+        ))
+    })
 }
 
 fn both_transports() -> Vec<Transport> {
@@ -140,8 +150,6 @@ pub enum Error {
         #[source]
         source: toml::de::Error,
     },
-    #[error("{path}: mode '{mode}' is not one of io, macswap, rxonly, txonly, hostile")]
-    Mode { path: PathBuf, mode: String },
     #[error("{path}: mode {mode} needs an in.pcap or in.toml beside the case file")]
     NoInput { path: PathBuf, mode: String },
     #[error(transparent)]
@@ -179,24 +187,12 @@ impl Case {
             path: path.clone(),
             source,
         })?;
-        let mode = match spec.mode.as_str() {
-            "io" => Mode::Io,
-            "macswap" => Mode::MacSwap,
-            "rxonly" => Mode::RxOnly,
-            "txonly" => Mode::TxOnly,
-            "hostile" => Mode::Hostile,
-            other => {
-                return Err(Error::Mode {
-                    path,
-                    mode: other.to_string(),
-                })
-            }
-        };
+        let mode = spec.mode;
         if mode != Mode::TxOnly && !dir.join("in.pcap").is_file() && !dir.join("in.toml").is_file()
         {
             return Err(Error::NoInput {
                 path,
-                mode: spec.mode.clone(),
+                mode: mode.name().to_string(),
             });
         }
         Ok(Self {

@@ -121,13 +121,6 @@ impl fmt::Display for Difference {
     }
 }
 
-fn mac(b: &[u8]) -> String {
-    b.iter()
-        .map(|x| format!("{x:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 /// The first difference between two outputs, by frame and then by field: timestamp,
 /// length, destination and source MAC, the two bytes after them (ethertype or TPID), then
 /// the first differing byte.
@@ -158,7 +151,7 @@ pub fn first_difference(reference: &[Frame], other: &[Frame]) -> Option<Differen
                 if p != q {
                     let show = |v: &[u8]| {
                         if name.ends_with("MAC") {
-                            mac(v)
+                            crate::decode::mac(v)
                         } else {
                             format!("0x{}", hex(v))
                         }

@@ -8,11 +8,12 @@ use std::fmt::Write as _;
 
 use etherparse::{LaxLinkExtSlice, LaxNetSlice, LaxSlicedPacket, LinkSlice, TransportSlice};
 
-fn mac(m: [u8; 6]) -> String {
-    format!(
-        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-        m[0], m[1], m[2], m[3], m[4], m[5]
-    )
+/// `aa:bb:cc:dd:ee:ff` (any number of bytes).
+pub(crate) fn mac(m: &[u8]) -> String {
+    m.iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// Decodes frame number `index`.
@@ -24,7 +25,7 @@ pub fn frame_line(index: usize, frame: &[u8]) -> String {
         return s;
     };
     if let Some(LinkSlice::Ethernet2(eth)) = &p.link {
-        let _ = write!(s, " {} > {}", mac(eth.source()), mac(eth.destination()));
+        let _ = write!(s, " {} > {}", mac(&eth.source()), mac(&eth.destination()));
     }
     for ext in &p.link_exts {
         match ext {

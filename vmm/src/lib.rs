@@ -27,6 +27,7 @@ pub mod pcap_spec;
 pub mod pci_bus;
 pub mod run;
 pub mod serial;
+pub mod signals;
 pub mod suite;
 pub mod tap_harness;
 pub mod user_backend;

@@ -318,6 +318,13 @@ fn compare(args: &CompareArgs) -> anyhow::Result<u8> {
     let mut tally = vmm::compare::Tally::default();
     let mut out = std::io::stdout().lock();
     for case in &cases {
+        if vmm::signals::received().is_some() {
+            let _ = writeln!(
+                out,
+                "vlab compare: interrupted; the cases left were not run"
+            );
+            break;
+        }
         let transports: Vec<_> = case
             .spec
             .transports
@@ -463,6 +470,10 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
         .with_writer(std::io::stderr)
         .init();
+    if let Err(e) = vmm::signals::install() {
+        eprintln!("vlab: error: installing the SIGINT/SIGTERM handlers: {e}");
+        return ExitCode::from(HARNESS_FAILURE);
+    }
     let r = match &cli.command {
         Command::Run(args) => run(args, t0),
         Command::Pcap(PcapCommand::Show { file }) => pcap_show(file),
@@ -472,12 +483,22 @@ fn main() -> ExitCode {
         Command::Replay { dir } => replay(dir),
         Command::VhostUserBackend(args) => vmm::user_backend::run(args).map_err(Into::into),
     };
-    match r {
-        Ok(code) => ExitCode::from(code),
+    let code = match r {
+        Ok(code) => code,
         Err(e) => {
             // Every error's message already carries its cause: print the top one only.
             eprintln!("vlab: error: {e}");
-            ExitCode::from(HARNESS_FAILURE)
+            HARNESS_FAILURE
         }
+    };
+    // A signal decides the status, whatever the command made of being stopped.
+    match vmm::signals::received() {
+        Some(sig) => {
+            if code != HARNESS_FAILURE {
+                eprintln!("vlab: stopped by {sig}");
+            }
+            ExitCode::from(sig.exit_code())
+        }
+        None => ExitCode::from(code),
     }
 }

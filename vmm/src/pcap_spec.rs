@@ -86,6 +86,7 @@ use etherparse::{
     TcpHeader, VlanHeader, VlanId, VlanPcp,
 };
 use pcap_file::TsResolution;
+use pmd::testpmd::config::parse_mac;
 use serde::Deserialize;
 
 /// The largest frame a spec may describe: the device's limit.
@@ -552,19 +553,6 @@ impl Ctx<'_> {
 const MAC_WHAT: &str = "a MAC address (six hex bytes like 02:00:00:00:00:01)";
 const IPV4_WHAT: &str = "an IPv4 address";
 const IPV6_WHAT: &str = "an IPv6 address";
-
-fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut mac = [0u8; 6];
-    let mut parts = s.split(':');
-    for byte in &mut mac {
-        let part = parts.next()?;
-        if part.len() != 2 || !part.bytes().all(|c| c.is_ascii_hexdigit()) {
-            return None;
-        }
-        *byte = u8::from_str_radix(part, 16).ok()?;
-    }
-    parts.next().is_none().then_some(mac)
-}
 
 fn parse_addr<T: FromStr>(s: &str) -> Option<T> {
     s.parse().ok()

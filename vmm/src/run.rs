@@ -1,8 +1,10 @@
 //! One run, from configuration to report: load and check the inputs, build the board, run a
 //! machine, stop the backend, commit the outputs.
 //!
-//! Inputs are validated before any output exists; outputs are committed only when the guest
-//! ended through the exit port, so a failed run leaves no half-written capture.
+//! Inputs are validated before any output exists, so bad input or a failed set-up leaves no
+//! output at all. Once the guest runs, the outputs are written however the run ends: a run
+//! that fails then (watchdog, backend failure, a signal) keeps every frame captured until
+//! the failure, in a valid capture, and its error says so.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -218,6 +220,24 @@ pub enum Error {
     TapHarness(#[from] crate::tap_harness::Error),
     #[error(transparent)]
     Device(#[from] crate::args::Error),
+    /// The run failed once the guest was running; the output was still written.
+    #[error("{source}; {path} keeps the {frames} frames captured before", path = path.display())]
+    Kept {
+        source: Box<Error>,
+        path: PathBuf,
+        frames: u64,
+    },
+}
+
+impl Error {
+    /// The signal that stopped the run, if one did.
+    pub fn signal(&self) -> Option<crate::signals::Signal> {
+        match self {
+            Error::Machine(machine::Error::Signal(s, _)) => Some(*s),
+            Error::Kept { source, .. } => source.signal(),
+            _ => None,
+        }
+    }
 }
 
 /// The guest application's command line.
@@ -323,26 +343,39 @@ pub fn run(cfg: &RunConfig, t0: Instant) -> Result<RunReport, Error> {
         let net = board.net();
         (net.driver_features(), net.stats, net.health().errors())
     };
-    let shutdown = board.net().device_mut().shutdown();
-    let completed = result.is_ok() && shutdown.is_ok();
-    // Outputs are final only for a run that completed; either way every thread stops.
-    let captured = match harness {
-        Some(h) => Some(h.finish(completed)?),
-        None => None,
+    let (mut sink, stopped) = board.net().device_mut().shutdown();
+    let completed = result.is_ok() && stopped.is_ok();
+    // The outputs are written either way: a run that failed once the guest was running
+    // keeps every frame captured until then, in a valid capture, for whoever looks into
+    // the failure. Only a completed run waits for the last frames still in flight.
+    let captured = harness.map(|h| h.finish(completed)).transpose();
+    let data_side = builtin.map(|b| b.finish()).transpose();
+    let finished = sink.finish();
+    // Who wrote the output: the TAP harness, our vhost-user backend, or the device's sink.
+    let output_frames = match (&captured, &data_side) {
+        (Ok(Some(n)), _) => *n,
+        (_, Ok(Some(d))) => d.output_frames,
+        _ => sink.frames(),
     };
-    let data_side = match builtin {
-        Some(b) => Some(b.finish(completed)?),
-        None => None,
+    let written = captured.is_ok() && data_side.is_ok() && finished.is_ok();
+    let failed = |e: Error| -> Error {
+        match &cfg.output {
+            Output::Pcap(path) if written && path.is_file() => Error::Kept {
+                source: Box::new(e),
+                path: path.clone(),
+                frames: output_frames,
+            },
+            _ => e,
+        }
     };
-    let exit_code = result?;
-    let mut sink = shutdown?;
-    sink.finish()?;
+    let exit_code = result.map_err(|e| failed(e.into()))?;
+    stopped.map_err(|e| failed(e.into()))?;
+    captured?;
+    let data_side = data_side?;
+    finished?;
 
     let harness = &board.bus.harness;
     let at = |e| harness.event_time(e);
-    let output_frames = captured
-        .or(data_side.as_ref().map(|d| d.output_frames))
-        .unwrap_or_else(|| sink.frames());
     Ok(RunReport {
         machine: cfg.machine,
         backend: cfg.backend,

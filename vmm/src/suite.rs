@@ -226,12 +226,21 @@ impl Job<'_> {
     pub fn run(&self) -> Verdict {
         let t0 = Instant::now();
         let outcome = self.outcome();
+        self.verdict(outcome, t0.elapsed())
+    }
+
+    /// The verdict of a job skipped for `why`.
+    fn not_run(&self, why: String) -> Verdict {
+        self.verdict(Outcome::Skipped(why), Duration::ZERO)
+    }
+
+    fn verdict(&self, outcome: Outcome, duration: Duration) -> Verdict {
         Verdict {
             case: self.case.name.clone(),
             transport: self.transport,
             backend: self.backend,
             outcome,
-            duration: t0.elapsed(),
+            duration,
         }
     }
 
@@ -278,7 +287,11 @@ pub fn run_jobs(
                 let Some(job) = jobs.get(i) else {
                     break;
                 };
-                let v = job.run();
+                let v = match crate::signals::received() {
+                    // Stopped: the jobs left are reported, not run.
+                    Some(sig) => job.not_run(format!("not run: interrupted by {sig}")),
+                    None => job.run(),
+                };
                 done(&v);
                 verdicts.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(v);
             });

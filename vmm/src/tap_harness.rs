@@ -172,15 +172,17 @@ impl TapHarness {
         Ok(())
     }
 
-    /// Waits until the capture has every frame the device side wrote, stops both threads
-    /// and, when `commit`, writes the output capture. Returns the frames captured.
-    pub fn finish(mut self, commit: bool) -> Result<u64, Error> {
+    /// Stops both threads and writes the output capture. For a run that `completed`, first
+    /// waits until the capture has every frame the device side wrote (and fails if it does
+    /// not); for one that failed, writes what was captured so far. Returns the frames
+    /// captured.
+    pub fn finish(mut self, completed: bool) -> Result<u64, Error> {
         let Some(t) = self.threads.take() else {
             return Ok(0);
         };
         let written = self.counters.written_by_device()? - self.base.1;
         let deadline = Instant::now() + CAPTURE_GRACE;
-        while commit && t.seen.load(Ordering::Acquire) < written && Instant::now() < deadline {
+        while completed && t.seen.load(Ordering::Acquire) < written && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(1));
         }
         t.stop.store(true, Ordering::Release);
@@ -190,11 +192,8 @@ impl TapHarness {
             .join()
             .map_err(|_| self.thread_err("the capture thread panicked".into()))??;
         injected.map_err(|_| self.thread_err("the injector thread panicked".into()))??;
-        if !commit {
-            return Ok(frames.len() as u64);
-        }
         let seen = t.seen.load(Ordering::Acquire);
-        if seen < written {
+        if completed && seen < written {
             return Err(Error::Missing {
                 tap: self.name.clone(),
                 seen,

@@ -6,64 +6,15 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{stderr, vlab, vlab_cmd, Reaped, HARNESS_FAILURE};
+use common::{
+    assert_fails, backend, interface_exists, stderr, unique, vlab, vlab_cmd, wait, Reaped,
+};
 
 fn case_pcap(name: &str) -> std::path::PathBuf {
     common::case_pcap(&format!("basic/{name}"))
-}
-
-/// A name unique to this test process and `tag`, short enough for an interface.
-fn unique(tag: &str) -> String {
-    format!("vf{tag}{}", std::process::id() % 1_000_000)
-}
-
-fn interface_exists(name: &str) -> bool {
-    Path::new("/sys/class/net").join(name).exists()
-}
-
-/// `vlab vhost-user-backend --socket SOCK` with `extra`, once it listens.
-fn backend(sock: &Path, extra: &[&str]) -> Reaped {
-    let child = vlab_cmd()
-        .args(["vhost-user-backend", "--socket", sock.to_str().unwrap()])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("vlab vhost-user-backend starts");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !sock.exists() {
-        assert!(Instant::now() < deadline, "the backend never listened");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    Reaped(child)
-}
-
-/// Waits for `child` at most `secs`, then returns its output.
-fn wait(mut child: Reaped, secs: u64) -> Output {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while child.0.try_wait().unwrap().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "the process did not end in {secs} s"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let c = std::mem::replace(
-        &mut child.0,
-        // A placeholder that is already reaped, for the guard to drop harmlessly.
-        Command::new("true").spawn().unwrap(),
-    );
-    let _ = child.0.wait();
-    c.wait_with_output().unwrap()
-}
-
-fn assert_fails(o: &Output, message: &str) {
-    let err = stderr(o);
-    assert_eq!(o.status.code(), Some(HARNESS_FAILURE), "stderr: {err}");
-    assert!(err.contains(message), "expected {message:?} in: {err}");
 }
 
 #[test]

@@ -179,13 +179,13 @@ impl Engine {
         }
     }
 
-    /// The host's link flap: down after `after` frames, up again `down_for` later.
     /// Whether the link is due to go down (a flap's frame count reached).
     fn flap_due(&self) -> bool {
         self.link_flap
             .is_some_and(|f| self.link_down_since.is_none() && self.delivered >= f.after)
     }
 
+    /// The host's link flap: down after `after` frames, up again `down_for` later.
     pub fn flap_link(&mut self) {
         let Some(flap) = self.link_flap else {
             return;
@@ -324,10 +324,13 @@ impl Engine {
                         self.sink
                             .put(frame)
                             .map_err(|e| Fatal(format!("output: {e}")))?;
-                        self.stats.tx_frames.fetch_add(1, Ordering::Relaxed);
+                        let sent = self.stats.tx_frames.fetch_add(1, Ordering::Relaxed) + 1;
                         self.stats
                             .tx_bytes
                             .fetch_add(frame.len() as u64, Ordering::Relaxed);
+                        if self.faults.panic_after == Some(sent) {
+                            panic!("injected by --panic-after {sent}");
+                        }
                     }
                 }
                 Err(why) => {
@@ -667,7 +670,19 @@ impl Datapath {
     }
 
     pub fn run(mut self) -> DatapathEnd {
-        if let Err(Fatal(why)) = self.serve() {
+        // A panic here is a bug of vlab's, not the guest's: it ends the run like a fatal
+        // error, but the endpoints survive it, so the output keeps every frame written
+        // before. The engine is not used again after a panic, only taken apart.
+        let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.serve()));
+        let failure = match served {
+            Ok(Ok(())) => None,
+            Ok(Err(Fatal(why))) => Some(why),
+            Err(panic) => Some(format!(
+                "the datapath thread panicked: {}",
+                crate::panic::message(&*panic)
+            )),
+        };
+        if let Some(why) = failure {
             tracing::error!("virtio-net datapath stopped: {why}");
             self.engine.stats.set_failure(why);
         }

@@ -417,24 +417,28 @@ impl Net {
         self.shared.clone()
     }
 
-    /// Stops the datapath and returns the sink, for the caller to finish (a vhost
-    /// backend's output is not ours: an empty sink).
-    pub fn shutdown(&mut self) -> Result<Box<dyn Sink>, Error> {
+    /// Stops the datapath. Returns the sink, for the caller to finish whether or not the
+    /// datapath failed (it holds every frame written until then; a vhost backend's output
+    /// is not ours: an empty sink), and the datapath's failure, if it had one.
+    pub fn shutdown(&mut self) -> (Box<dyn Sink>, Result<(), Error>) {
         let stopped = self.stop();
         // Closing the session (the vhost-net descriptor, the vhost-user connection) tells the
         // backend the device is gone.
         let vhost = self.vhost.take();
-        stopped?;
-        if let Some(why) = self.stats.failure() {
-            return Err(Error::Datapath(why));
+        let sink = match (vhost, self.endpoints.take()) {
+            (None, Some((_, sink))) => Ok(sink),
+            (None, None) => Err(Error::EndpointLost),
+            (Some(_), _) => Ok(Box::<NullSink>::default() as Box<dyn Sink>),
+        };
+        let failed = match (stopped, self.stats.failure()) {
+            (Err(e), _) => Err(e),
+            (Ok(()), Some(why)) => Err(Error::Datapath(why)),
+            (Ok(()), None) => Ok(()),
+        };
+        match sink {
+            Ok(sink) => (sink, failed),
+            Err(lost) => (Box::<NullSink>::default(), failed.and(Err(lost))),
         }
-        if vhost.is_some() {
-            return Ok(Box::<NullSink>::default());
-        }
-        self.endpoints
-            .take()
-            .map(|(_, sink)| sink)
-            .ok_or(Error::EndpointLost)
     }
 
     /// Stops a running datapath and takes the endpoints back.
@@ -460,11 +464,7 @@ impl Net {
                 Ok(())
             }
             Err(panic) => {
-                let msg = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
+                let msg = crate::panic::message(&*panic);
                 self.stats
                     .set_failure(format!("datapath thread panicked: {msg}"));
                 Err(Error::DatapathPanicked(msg))

@@ -19,7 +19,8 @@ use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
 
 use vhost::vhost_user::message::VhostUserVirtioFeatures;
 use vhost::vhost_user::Listener;
@@ -36,22 +37,38 @@ const SET_FEATURES: u32 = 2;
 const SET_VRING_ENABLE: u32 = 18;
 /// Version 1, no reply wanted.
 const FLAGS_V1: u32 = 1;
+/// How often a stop request is looked for.
+const STOP_POLL: Duration = Duration::from_millis(10);
 
 /// Like `VhostUserDaemon::serve` (bind `socket`, serve one connection), with the relay
 /// between the frontend and the crate.
+/// Setting `stop` ends the wait for a frontend, or the connection, as a frontend that went
+/// away would.
 pub(super) fn serve(
     daemon: &mut VhostUserDaemon<super::user_backend::NetBackend>,
     socket: &Path,
+    stop: &AtomicBool,
 ) -> Result<(), Error> {
     let io = |e: std::io::Error| {
         Error::CreateVhostUserListener(vhost::vhost_user::Error::SocketError(e))
     };
     let _ = std::fs::remove_file(socket);
-    let frontend = UnixListener::bind(socket)
-        .map_err(io)?
-        .accept()
-        .map_err(io)?
-        .0;
+    let listener = UnixListener::bind(socket).map_err(io)?;
+    // Polled, so that a stop request is seen while nobody connects.
+    listener.set_nonblocking(true).map_err(io)?;
+    let frontend = loop {
+        match listener.accept() {
+            Ok((s, _)) => break s,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if stop.load(Ordering::Acquire) {
+                    return Ok(());
+                }
+                std::thread::sleep(STOP_POLL);
+            }
+            Err(e) => return Err(io(e)),
+        }
+    };
+    frontend.set_nonblocking(false).map_err(io)?;
     // The crate accepts its side from a listener: an abstract one, which leaves no
     // file behind.
     static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -74,7 +91,23 @@ pub(super) fn serve(
         // Without both directions nothing would ever end the connection.
         let _ = relay_end.shutdown(Shutdown::Both);
     }
-    let result = daemon.wait();
+    let waited = AtomicBool::new(false);
+    let result = std::thread::scope(|s| {
+        // A stop request ends the connection: the relay threads see their end, the crate a
+        // disconnect.
+        s.spawn(|| {
+            while !waited.load(Ordering::Acquire) {
+                if stop.load(Ordering::Acquire) {
+                    let _ = frontend.shutdown(Shutdown::Both);
+                    break;
+                }
+                std::thread::sleep(STOP_POLL);
+            }
+        });
+        let r = daemon.wait();
+        waited.store(true, Ordering::Release);
+        r
+    });
     // The crate's end is shut by now; make sure both relay threads see an end too.
     let _ = frontend.shutdown(Shutdown::Both);
     let _ = relay_end.shutdown(Shutdown::Both);

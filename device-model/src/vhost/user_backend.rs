@@ -78,13 +78,15 @@ pub struct Served {
 
 /// Serves one frontend connection on `socket` (created, and removed again at the end), with
 /// frames from `source` and into `sink`; `source_fd` wakes the handler when the source turns
-/// readable (a TAP). Returns when the frontend disconnects.
+/// readable (a TAP). Returns when the frontend disconnects, or when `stop` is set (before
+/// or during the connection).
 pub fn serve(
     socket: &Path,
     cfg: BackendConfig,
     source: Box<dyn Source>,
     sink: Box<dyn Sink>,
     source_fd: Option<RawFd>,
+    stop: &AtomicBool,
 ) -> Result<Served, Error> {
     let backend = NetBackend::new(cfg, source, sink).map_err(Error::Listener)?;
     let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
@@ -101,7 +103,7 @@ pub fn serve(
                 .map_err(Error::Listener)?;
         }
     }
-    let served = super::relay::serve(&mut daemon, socket);
+    let served = super::relay::serve(&mut daemon, socket, stop);
     // What `VhostUserDaemon::serve` does once the connection ends: the vring workers stop.
     let _ = backend.inner.exit.1.notify();
     let _ = std::fs::remove_file(socket);

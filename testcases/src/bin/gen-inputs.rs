@@ -1,5 +1,6 @@
-//! Writes every generated `in.pcap` (see `testcases::inputs::GENERATED`). Run after changing
-//! that module: `cargo run -p testcases --bin gen-inputs`.
+//! Writes every generated `in.pcap` (see `testcases::inputs::GENERATED`) and the malformed
+//! captures of `malformed/pcap/` (`testcases::malformed`). Run after changing either module:
+//! `cargo run -p testcases --bin gen-inputs`.
 
 use device_model::pcap::PcapOut;
 use pcap_file::TsResolution;
@@ -13,6 +14,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             out.write(f.ts, &f.data)?;
         }
         out.commit()?;
+        println!("wrote {}", path.display());
+    }
+    let dir = root.join("malformed/pcap");
+    std::fs::create_dir_all(&dir)?;
+    for (name, bytes) in testcases::malformed::pcaps() {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes)?;
         println!("wrote {}", path.display());
     }
     Ok(())

@@ -171,7 +171,7 @@ pub fn run(
                     Error::DriverPanicked("the driver returned without an exit code".into())
                 }),
                 Err(p) if p.is::<StopRequested>() => Err(Error::DriverPanicked("stopped".into())),
-                Err(p) => Err(Error::DriverPanicked(panic_message(&*p))),
+                Err(p) => Err(Error::DriverPanicked(device_model::panic::message(&*p))),
             };
             let _ = tx.send(result);
         })
@@ -183,11 +183,4 @@ pub fn run(
         let _ = thread.join();
     }
     r
-}
-
-pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into())
 }

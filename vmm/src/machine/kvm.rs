@@ -15,7 +15,7 @@ use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
-use super::{inprocess::panic_message, pin, supervise, Error as MachineError};
+use super::{pin, supervise, Error as MachineError};
 use crate::board::Board;
 use crate::boot::{self, Entry};
 use crate::bus::{Bus, PioEffect};
@@ -189,7 +189,9 @@ impl KvmVm {
                 }));
                 let r = match r {
                     Ok(r) => r.map_err(MachineError::from),
-                    Err(p) => Err(MachineError::DriverPanicked(panic_message(&*p))),
+                    Err(p) => Err(MachineError::DriverPanicked(device_model::panic::message(
+                        &*p,
+                    ))),
                 };
                 let _ = tx.send(r);
             })

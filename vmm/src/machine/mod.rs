@@ -26,6 +26,8 @@ pub enum Error {
     DriverPanicked(String),
     #[error("the guest thread did not stop within {0:?} of being asked to")]
     Unresponsive(Duration),
+    #[error("interrupted by {0}: {1}")]
+    Signal(crate::signals::Signal, String),
 }
 
 /// Pins the calling (guest) thread, if asked; a failure only costs speed, so it is logged.
@@ -41,10 +43,12 @@ pub(crate) fn pin(cpu: Option<usize>) {
 enum StopReason {
     Timeout,
     Backend(String),
+    Signal(crate::signals::Signal),
 }
 
 /// Waits for the guest thread's result on `done`. Asks it to stop (through `request_stop`,
-/// called repeatedly until it does) when `timeout` passes or the backend fails.
+/// called repeatedly until it does) when `timeout` passes, the backend fails or a signal
+/// asks vlab to stop.
 pub(crate) fn supervise<T>(
     done: &Receiver<Result<T, Error>>,
     net: &NetStats,
@@ -62,6 +66,9 @@ pub(crate) fn supervise<T>(
         }
         if let Some(why) = net.failure() {
             break StopReason::Backend(why);
+        }
+        if let Some(sig) = crate::signals::received() {
+            break StopReason::Signal(sig);
         }
         if Instant::now() >= deadline {
             break StopReason::Timeout;
@@ -84,5 +91,6 @@ pub(crate) fn supervise<T>(
     Err(match reason {
         StopReason::Timeout => Error::Timeout(timeout, last),
         StopReason::Backend(why) => Error::Backend(why, last),
+        StopReason::Signal(sig) => Error::Signal(sig, last),
     })
 }

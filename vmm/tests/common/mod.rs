@@ -2,7 +2,8 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// vlab's exit status when vlab itself fails (bad input, a failed backend, a timeout).
 pub const HARNESS_FAILURE: i32 = 70;
@@ -48,4 +49,55 @@ impl Drop for Reaped {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// A name unique to this test process and `tag`, short enough for an interface.
+pub fn unique(tag: &str) -> String {
+    format!("vf{tag}{}", std::process::id() % 1_000_000)
+}
+
+pub fn interface_exists(name: &str) -> bool {
+    Path::new("/sys/class/net").join(name).exists()
+}
+
+/// `vlab vhost-user-backend --socket SOCK` with `extra`, once it listens.
+pub fn backend(sock: &Path, extra: &[&str]) -> Reaped {
+    let child = vlab_cmd()
+        .args(["vhost-user-backend", "--socket", sock.to_str().unwrap()])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("vlab vhost-user-backend starts");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sock.exists() {
+        assert!(Instant::now() < deadline, "the backend never listened");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Reaped(child)
+}
+
+/// Waits for `child` at most `secs`, then returns its output.
+pub fn wait(mut child: Reaped, secs: u64) -> Output {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while child.0.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the process did not end in {secs} s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let c = std::mem::replace(
+        &mut child.0,
+        // A placeholder that is already reaped, for the guard to drop harmlessly.
+        Command::new("true").spawn().unwrap(),
+    );
+    let _ = child.0.wait();
+    c.wait_with_output().unwrap()
+}
+
+pub fn assert_fails(o: &Output, message: &str) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(HARNESS_FAILURE), "stderr: {err}");
+    assert!(err.contains(message), "expected {message:?} in: {err}");
 }
