@@ -24,8 +24,10 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
     /// Log filter for vlab's own diagnostics (tracing syntax, e.g. `debug`, `device_model=trace`).
-    #[arg(long, global = true, default_value = "warn", env = "VLAB_LOG")]
-    log: String,
+    /// Default `warn`; `off` for `vlab test`, whose verdicts carry their reasons (the hostile
+    /// cases alone would log hundreds of device warnings, each expected).
+    #[arg(long, global = true, env = "VLAB_LOG")]
+    log: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -467,7 +469,12 @@ fn main() -> ExitCode {
         }
     }
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            cli.log.as_deref().unwrap_or(match cli.command {
+                Command::Test(_) => "off",
+                _ => "warn",
+            }),
+        ))
         .with_writer(std::io::stderr)
         .init();
     if let Err(e) = vmm::signals::install() {
