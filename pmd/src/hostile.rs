@@ -1399,12 +1399,8 @@ pub fn run<H: Hal>(hal: &H, cfg: &Config) -> u32 {
         cfg.txd,
         cfg.transport.name()
     );
-    let pool = match MbufPool::new(hal, cfg.pool_size(), cfg.headroom, cfg.rxbuf) {
-        Ok(p) => p,
-        Err(e) => {
-            sprintln!(hal, "vlab-pmd: mbuf pool: {e}");
-            return exit::DEVICE_ERROR;
-        }
+    let Some(pool) = crate::testpmd::mbuf_pool(hal, cfg) else {
+        return exit::DEVICE_ERROR;
     };
     // The port, opened the PMD's way first: the device works before it is abused.
     let port_cfg = PortConfig {

@@ -10,7 +10,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{
-    assert_fails, backend, interface_exists, stderr, unique, vlab, vlab_cmd, wait, Reaped,
+    assert_fails, backend, interface_exists, spawn_vlab, stderr, unique, vlab, vlab_cmd, wait,
+    Reaped,
 };
 
 fn case_pcap(name: &str) -> std::path::PathBuf {
@@ -108,26 +109,20 @@ fn a_backend_that_dies_mid_run_stops_the_run() {
     let sock = dir.path().join("dies.sock");
     let mut b = backend(&sock, &[]);
     // A run far longer than the test: only the backend's death can end it early.
-    let run = vlab_cmd()
-        .args([
-            "run",
-            "--mode",
-            "txonly",
-            "--pkts",
-            "1000000000",
-            "-q",
-            "--timeout",
-            "60",
-            "--backend",
-            "vhost-user",
-            "--socket",
-            sock.to_str().unwrap(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let run = Reaped(run);
+    let run = spawn_vlab(&[
+        "run",
+        "--mode",
+        "txonly",
+        "--pkts",
+        "1000000000",
+        "-q",
+        "--timeout",
+        "60",
+        "--backend",
+        "vhost-user",
+        "--socket",
+        sock.to_str().unwrap(),
+    ]);
     std::thread::sleep(Duration::from_millis(500));
     b.0.kill().unwrap();
     let t = Instant::now();

@@ -6,11 +6,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{
-    backend, case_pcap, interface_exists, stderr, stdout, unique, vlab, vlab_cmd, wait, Reaped,
+    backend, case_pcap, interface_exists, spawn_vlab, stderr, stdout, unique, vlab, wait, Reaped,
     HARNESS_FAILURE,
 };
 use device_model::pcap::{self, Frame};
@@ -26,18 +25,6 @@ fn signal(child: &Reaped, sig: libc::c_int) {
     let pid = libc::pid_t::try_from(child.0.id()).unwrap();
     // SAFETY: kill(2) on a child this test spawned and has not reaped.
     assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
-}
-
-/// `vlab run ARGS` in the background, its output piped.
-fn spawn_run(args: &[&str]) -> Reaped {
-    let child = vlab_cmd()
-        .arg("run")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("vlab runs");
-    Reaped(child)
 }
 
 /// Waits until the run has written its first frames: the output's temporary file beside
@@ -109,7 +96,8 @@ fn sigint_and_sigterm_stop_a_run_and_keep_a_valid_capture() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out.pcap");
         // Far more frames than the test waits for: only the signal ends it.
-        let run = spawn_run(&[
+        let run = spawn_vlab(&[
+            "run",
             "--mode",
             "txonly",
             "--pkts",
@@ -153,7 +141,8 @@ fn sigterm_during_a_tap_run_removes_the_tap() {
     let name = unique("s");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.pcap");
-    let run = spawn_run(&[
+    let run = spawn_vlab(&[
+        "run",
         "--mode",
         "txonly",
         "--pkts",
@@ -198,7 +187,8 @@ fn the_vhost_user_backend_flushes_and_removes_its_socket_on_sigterm() {
     // Stopped mid-run: the output keeps what the guest sent, and the frontend's run fails
     // naming the backend.
     let b = backend(&sock, &["--pcap-out", out.to_str().unwrap()]);
-    let run = spawn_run(&[
+    let run = spawn_vlab(&[
+        "run",
         "--mode",
         "txonly",
         "--pkts",
@@ -235,14 +225,14 @@ fn sigint_stops_a_suite_and_reports_what_ran() {
     let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testcases");
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("r.json");
-    let child = vlab_cmd()
-        .args(["test", suite.to_str().unwrap(), "--jobs", "1", "--json"])
-        .arg(&json)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let run = Reaped(child);
+    let run = spawn_vlab(&[
+        "test",
+        suite.to_str().unwrap(),
+        "--jobs",
+        "1",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
     std::thread::sleep(Duration::from_millis(1500));
     signal(&run, libc::SIGINT);
     let o = wait(run, 30);

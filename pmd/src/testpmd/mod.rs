@@ -34,6 +34,17 @@ pub struct FwdStats {
 
 /// Runs the application described by `cmdline` and returns its exit code
 /// (see [`crate::harness::exit`]). The caller writes it to the exit port.
+/// The mbuf pool `cfg` asks for; `None` (said on the console) when DMA memory is short.
+pub(crate) fn mbuf_pool<H: Hal>(hal: &H, cfg: &Config) -> Option<MbufPool> {
+    match MbufPool::new(hal, cfg.pool_size(), cfg.headroom, cfg.rxbuf) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            sprintln!(hal, "vlab-pmd: mbuf pool: {e}");
+            None
+        }
+    }
+}
+
 pub fn run<H: Hal>(hal: &H, cmdline: &str) -> u32 {
     let cfg = match Config::parse(cmdline) {
         Ok(cfg) => cfg,
@@ -63,12 +74,8 @@ pub fn run<H: Hal>(hal: &H, cmdline: &str) -> u32 {
         cfg.rxbuf,
         cfg.transport.name()
     );
-    let pool = match MbufPool::new(hal, cfg.pool_size(), cfg.headroom, cfg.rxbuf) {
-        Ok(p) => p,
-        Err(e) => {
-            sprintln!(hal, "vlab-pmd: mbuf pool: {e}");
-            return exit::DEVICE_ERROR;
-        }
+    let Some(pool) = mbuf_pool(hal, &cfg) else {
+        return exit::DEVICE_ERROR;
     };
     if cfg.verbose {
         crate::pci::find_on_bus0(hal, |bdf, vendor, device| {

@@ -41,6 +41,17 @@ pub fn case_pcap(suite_case: &str) -> PathBuf {
     case_dir(suite_case).join("in.pcap")
 }
 
+/// `vlab ARGS` in the background, its output piped.
+pub fn spawn_vlab(args: &[&str]) -> Reaped {
+    let child = vlab_cmd()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("vlab runs");
+    Reaped(child)
+}
+
 /// A child process killed (and reaped) when dropped, whatever the test did.
 pub struct Reaped(pub Child);
 
