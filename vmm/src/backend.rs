@@ -292,16 +292,19 @@ impl BuiltIn {
     }
 
     /// Waits for the backend to see the frontend go (call after the device let go of the
-    /// session) and writes its output: every frame it received, however the run ended.
-    pub fn finish(self) -> Result<BuiltInEnd, Error> {
+    /// session) and, when `keep`, writes its output: every frame it received, however the
+    /// run ended.
+    pub fn finish(self, keep: bool) -> Result<BuiltInEnd, Error> {
         let served = self
             .thread
             .join()
             .map_err(|_| Error::BuiltIn("the backend thread panicked".into()))?
             .map_err(|e| Error::BuiltIn(e.to_string()))?;
         let Served { stats, mut sink } = served;
-        sink.finish()
-            .map_err(|e| Error::BuiltIn(format!("finishing the output: {e}")))?;
+        if keep {
+            sink.finish()
+                .map_err(|e| Error::BuiltIn(format!("finishing the output: {e}")))?;
+        }
         Ok(BuiltInEnd {
             counters: stats,
             output_frames: sink.frames(),

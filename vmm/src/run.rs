@@ -2,9 +2,9 @@
 //! machine, stop the backend, commit the outputs.
 //!
 //! Inputs are validated before any output exists, so bad input or a failed set-up leaves no
-//! output at all. Once the guest runs, the outputs are written however the run ends: a run
-//! that fails then (watchdog, backend failure, a signal) keeps every frame captured until
-//! the failure, in a valid capture, and its error says so.
+//! output at all. Once the guest's port is up, the outputs are written however the run
+//! ends: a run that fails then (watchdog, backend failure, a signal) keeps every frame
+//! captured until the failure, in a valid capture, and its error says so.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -345,12 +345,14 @@ pub fn run(cfg: &RunConfig, t0: Instant) -> Result<RunReport, Error> {
     };
     let (mut sink, stopped) = board.net().device_mut().shutdown();
     let completed = result.is_ok() && stopped.is_ok();
-    // The outputs are written either way: a run that failed once the guest was running
-    // keeps every frame captured until then, in a valid capture, for whoever looks into
-    // the failure. Only a completed run waits for the last frames still in flight.
-    let captured = harness.map(|h| h.finish(completed)).transpose();
-    let data_side = builtin.map(|b| b.finish()).transpose();
-    let finished = sink.finish();
+    // A run that failed once the guest's port was up (no frame moves before) keeps every
+    // frame captured until then, in a valid capture, for whoever looks into the failure;
+    // one that failed before (a bad image, a guest that never came up) leaves no output.
+    // Only a completed run waits for the last frames still in flight.
+    let keep = completed || board.bus.harness.event_time(event::LINK_UP).is_some();
+    let captured = harness.map(|h| h.finish(completed, keep)).transpose();
+    let data_side = builtin.map(|b| b.finish(keep)).transpose();
+    let finished = if keep { sink.finish() } else { Ok(()) };
     // Who wrote the output: the TAP harness, our vhost-user backend, or the device's sink.
     let output_frames = match (&captured, &data_side) {
         (Ok(Some(n)), _) => *n,
@@ -360,7 +362,7 @@ pub fn run(cfg: &RunConfig, t0: Instant) -> Result<RunReport, Error> {
     let written = captured.is_ok() && data_side.is_ok() && finished.is_ok();
     let failed = |e: Error| -> Error {
         match &cfg.output {
-            Output::Pcap(path) if written && path.is_file() => Error::Kept {
+            Output::Pcap(path) if keep && written && path.is_file() => Error::Kept {
                 source: Box::new(e),
                 path: path.clone(),
                 frames: output_frames,

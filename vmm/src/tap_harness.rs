@@ -172,11 +172,11 @@ impl TapHarness {
         Ok(())
     }
 
-    /// Stops both threads and writes the output capture. For a run that `completed`, first
-    /// waits until the capture has every frame the device side wrote (and fails if it does
-    /// not); for one that failed, writes what was captured so far. Returns the frames
-    /// captured.
-    pub fn finish(mut self, completed: bool) -> Result<u64, Error> {
+    /// Stops both threads and, when `keep`, writes the output capture. For a run that
+    /// `completed`, first waits until the capture has every frame the device side wrote
+    /// (and fails if it does not); for one that failed, writes what was captured so far.
+    /// Returns the frames captured.
+    pub fn finish(mut self, completed: bool, keep: bool) -> Result<u64, Error> {
         let Some(t) = self.threads.take() else {
             return Ok(0);
         };
@@ -200,7 +200,7 @@ impl TapHarness {
                 written,
             });
         }
-        if let Some(mut out) = self.out.take() {
+        if let Some(mut out) = self.out.take().filter(|_| keep) {
             for (k, f) in frames.iter().enumerate() {
                 out.write(self.stamps.stamp(k as u64), f)?;
             }
