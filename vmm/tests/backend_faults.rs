@@ -6,12 +6,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{
-    assert_fails, backend, interface_exists, spawn_vlab, stderr, unique, vlab, vlab_cmd, wait,
-    Reaped,
+    assert_fails, backend, interface_exists, spawn_endless_txonly, stderr, unique, vlab, wait,
 };
 
 fn case_pcap(name: &str) -> std::path::PathBuf {
@@ -109,13 +107,7 @@ fn a_backend_that_dies_mid_run_stops_the_run() {
     let sock = dir.path().join("dies.sock");
     let mut b = backend(&sock, &[]);
     // A run far longer than the test: only the backend's death can end it early.
-    let run = spawn_vlab(&[
-        "run",
-        "--mode",
-        "txonly",
-        "--pkts",
-        "1000000000",
-        "-q",
+    let run = spawn_endless_txonly(&[
         "--timeout",
         "60",
         "--backend",
@@ -145,24 +137,12 @@ fn the_backend_flushes_its_output_when_its_frontend_dies() {
     let sock = dir.path().join("f.sock");
     let out = dir.path().join("out.pcap");
     let b = backend(&sock, &["--pcap-out", out.to_str().unwrap()]);
-    let run = vlab_cmd()
-        .args([
-            "run",
-            "--mode",
-            "txonly",
-            "--pkts",
-            "1000000000",
-            "-q",
-            "--backend",
-            "vhost-user",
-            "--socket",
-            sock.to_str().unwrap(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut run = Reaped(run);
+    let mut run = spawn_endless_txonly(&[
+        "--backend",
+        "vhost-user",
+        "--socket",
+        sock.to_str().unwrap(),
+    ]);
     std::thread::sleep(Duration::from_millis(500));
     run.0.kill().unwrap();
     let o = wait(b, 10);

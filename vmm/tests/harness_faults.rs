@@ -9,8 +9,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{
-    backend, case_pcap, interface_exists, spawn_vlab, stderr, stdout, unique, vlab, wait, Reaped,
-    HARNESS_FAILURE,
+    backend, case_pcap, interface_exists, spawn_endless_txonly, spawn_vlab, stderr, stdout, unique,
+    vlab, wait, Reaped, HARNESS_FAILURE,
 };
 use device_model::pcap::{self, Frame};
 
@@ -96,15 +96,9 @@ fn sigint_and_sigterm_stop_a_run_and_keep_a_valid_capture() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out.pcap");
         // Far more frames than the test waits for: only the signal ends it.
-        let run = spawn_vlab(&[
-            "run",
-            "--mode",
-            "txonly",
-            "--pkts",
-            "1000000000",
+        let run = spawn_endless_txonly(&[
             "--size",
             "64",
-            "-q",
             "--machine",
             machine,
             "--pcap-out",
@@ -141,18 +135,7 @@ fn sigterm_during_a_tap_run_removes_the_tap() {
     let name = unique("s");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.pcap");
-    let run = spawn_vlab(&[
-        "run",
-        "--mode",
-        "txonly",
-        "--pkts",
-        "1000000000",
-        "-q",
-        "--tap",
-        &name,
-        "--pcap-out",
-        out.to_str().unwrap(),
-    ]);
+    let run = spawn_endless_txonly(&["--tap", &name, "--pcap-out", out.to_str().unwrap()]);
     let deadline = Instant::now() + Duration::from_secs(20);
     while !interface_exists(&name) {
         assert!(Instant::now() < deadline, "the TAP never appeared");
@@ -187,13 +170,7 @@ fn the_vhost_user_backend_flushes_and_removes_its_socket_on_sigterm() {
     // Stopped mid-run: the output keeps what the guest sent, and the frontend's run fails
     // naming the backend.
     let b = backend(&sock, &["--pcap-out", out.to_str().unwrap()]);
-    let run = spawn_vlab(&[
-        "run",
-        "--mode",
-        "txonly",
-        "--pkts",
-        "1000000000",
-        "-q",
+    let run = spawn_endless_txonly(&[
         "--backend",
         "vhost-user",
         "--socket",

@@ -52,6 +52,14 @@ pub fn spawn_vlab(args: &[&str]) -> Reaped {
     Reaped(child)
 }
 
+/// `vlab run --mode txonly` with `extra`, sending far more frames than any test waits for
+/// (only a kill, a signal or a failure ends it), in the background.
+pub fn spawn_endless_txonly(extra: &[&str]) -> Reaped {
+    let mut args = vec!["run", "--mode", "txonly", "--pkts", "1000000000", "-q"];
+    args.extend_from_slice(extra);
+    spawn_vlab(&args)
+}
+
 /// A child process killed (and reaped) when dropped, whatever the test did.
 pub struct Reaped(pub Child);
 
