@@ -11,7 +11,7 @@ use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -209,60 +209,113 @@ impl AsRawFd for Tap {
 
 /// Interface counters of a TAP, as the kernel keeps them: the harness paces its injection
 /// and completes its capture by them, whoever works the TAP's descriptor (our datapath,
-/// vhost-net, another process).
+/// vhost-net, another process). The sysfs files stay open: each read at offset 0 makes the
+/// kernel print the counter anew, a few microseconds instead of an open and a close.
 #[derive(Clone, Debug)]
 pub struct TapCounters {
     name: String,
+    files: Arc<[(String, File); 4]>,
 }
 
+/// The counters [`TapCounters`] reads, in the order of its files.
+const COUNTERS: [&str; 4] = ["tx_packets", "rx_packets", "tx_dropped", "rx_dropped"];
+
 impl TapCounters {
-    pub fn new(name: &str) -> Self {
-        Self {
+    pub fn new(name: &str) -> Result<Self, Error> {
+        let open = |counter: &str| {
+            let path = format!("/sys/class/net/{name}/statistics/{counter}");
+            File::open(&path)
+                .map(|f| (path.clone(), f))
+                .map_err(|source| Error::Counter {
+                    name: name.to_string(),
+                    counter: path,
+                    source,
+                })
+        };
+        let [a, b, c, d] = COUNTERS;
+        Ok(Self {
             name: name.to_string(),
-        }
+            files: Arc::new([open(a)?, open(b)?, open(c)?, open(d)?]),
+        })
     }
 
-    fn read(&self, counter: &str) -> Result<u64, Error> {
-        let path = format!("/sys/class/net/{}/statistics/{counter}", self.name);
-        let text = std::fs::read_to_string(&path).map_err(|source| Error::Counter {
+    fn read(&self, which: usize) -> Result<u64, Error> {
+        let (path, file) = &self.files[which];
+        let err = |source| Error::Counter {
             name: self.name.clone(),
             counter: path.clone(),
             source,
-        })?;
-        text.trim().parse().map_err(|_| Error::Counter {
-            name: self.name.clone(),
-            counter: path,
-            source: std::io::Error::other(format!("'{}' is not a number", text.trim())),
+        };
+        let mut buf = [0u8; 32];
+        let n = file.read_at(&mut buf, 0).map_err(err)?;
+        let text = String::from_utf8_lossy(&buf[..n]);
+        text.trim().parse().map_err(|_| {
+            err(std::io::Error::other(format!(
+                "'{}' is not a number",
+                text.trim()
+            )))
         })
     }
 
     /// Frames the interface handed to the descriptor's reader (the device side's input).
     pub fn read_by_device(&self) -> Result<u64, Error> {
-        self.read("tx_packets")
+        self.read(0)
     }
 
     /// Frames the descriptor's writer put into the interface (the device side's output).
     pub fn written_by_device(&self) -> Result<u64, Error> {
-        self.read("rx_packets")
+        self.read(1)
+    }
+
+    /// Frames the kernel dropped on their way to the descriptor's reader (its queue full).
+    pub fn dropped_towards_device(&self) -> Result<u64, Error> {
+        self.read(2)
+    }
+
+    /// Frames the kernel dropped on their way from the descriptor's writer.
+    pub fn dropped_from_device(&self) -> Result<u64, Error> {
+        self.read(3)
     }
 }
 
-/// How far the harness's injection has got, for a TAP source to know when its input ended.
+/// Frames the harness's capture may have queued unread: the device side writes no more
+/// than this ahead of it, so the capture socket's buffer (sized by
+/// [`PacketSocket::capture`]'s caller for this many frames and more) never overflows.
+pub const CAPTURE_WINDOW: u64 = 512;
+
+/// How traffic through a TAP is going, shared by the harness (which injects and captures on
+/// the interface) and a TAP source and sink of ours (which work the descriptor): the source
+/// knows when its input has ended; the sink writes no further than [`CAPTURE_WINDOW`]
+/// frames ahead of the capture.
 #[derive(Debug, Default)]
-pub struct Injection {
+pub struct TapFlow {
     /// Frames written into the interface so far.
     pub injected: AtomicU64,
     /// Frames read by the device side so far.
     pub read: AtomicU64,
     /// Set when every input frame is injected.
     pub done: AtomicBool,
+    /// Frames the capture has taken off its socket so far.
+    pub captured: AtomicU64,
+    /// Set while the capture runs; a sink waits for it only then.
+    pub capturing: AtomicBool,
 }
 
-impl Injection {
+impl TapFlow {
     /// Frames injected but not yet read: the injector keeps this below the interface's
     /// queue so the kernel drops none.
     pub fn in_flight(&self) -> u64 {
         self.injected.load(Ordering::Acquire) - self.read.load(Ordering::Acquire)
+    }
+
+    /// Waits until a sink that has written `written` frames may write one more: while the
+    /// capture runs, it is at most [`CAPTURE_WINDOW`] frames behind.
+    fn wait_for_capture(&self, written: u64) {
+        while self.capturing.load(Ordering::Acquire)
+            && written.saturating_sub(self.captured.load(Ordering::Acquire)) >= CAPTURE_WINDOW
+        {
+            std::thread::sleep(std::time::Duration::from_micros(20));
+        }
     }
 }
 
@@ -272,23 +325,19 @@ pub struct TapSource {
     hdr_len: usize,
     buf: Vec<u8>,
     len: Option<usize>,
-    injection: Option<Arc<Injection>>,
+    flow: Option<Arc<TapFlow>>,
 }
 
 impl TapSource {
-    /// With `injection`, the source ends when every injected frame was read; without, it
-    /// never ends (live traffic).
-    pub fn new(
-        tap: &Tap,
-        hdr_len: usize,
-        injection: Option<Arc<Injection>>,
-    ) -> std::io::Result<Self> {
+    /// With `flow`, the source ends when every injected frame was read; without, it never
+    /// ends (live traffic).
+    pub fn new(tap: &Tap, hdr_len: usize, flow: Option<Arc<TapFlow>>) -> std::io::Result<Self> {
         Ok(Self {
             file: tap.try_clone()?,
             hdr_len,
             buf: vec![0; 65_536 + hdr_len],
             len: None,
-            injection,
+            flow,
         })
     }
 }
@@ -299,13 +348,13 @@ impl Source for TapSource {
             match self.file.read(&mut self.buf) {
                 Ok(n) if n >= self.hdr_len => {
                     self.len = Some(n);
-                    if let Some(i) = &self.injection {
+                    if let Some(i) = &self.flow {
                         i.read.fetch_add(1, Ordering::AcqRel);
                     }
                 }
                 Ok(_) | Err(_) => {
                     // Nothing now (EAGAIN), or a short read: no frame.
-                    return match &self.injection {
+                    return match &self.flow {
                         Some(i) if i.done.load(Ordering::Acquire) && i.in_flight() == 0 => {
                             Peek::Ended
                         }
@@ -332,21 +381,29 @@ pub struct TapSink {
     hdr_len: usize,
     buf: Vec<u8>,
     frames: u64,
+    flow: Option<Arc<TapFlow>>,
 }
 
 impl TapSink {
-    pub fn new(tap: &Tap, hdr_len: usize) -> std::io::Result<Self> {
+    /// With `flow`, the sink keeps within [`CAPTURE_WINDOW`] frames of the harness's
+    /// capture: nothing on the interface holds a frame back for a slow reader, so without
+    /// that pacing a packet socket's buffer would overflow and the kernel drop frames.
+    pub fn new(tap: &Tap, hdr_len: usize, flow: Option<Arc<TapFlow>>) -> std::io::Result<Self> {
         Ok(Self {
             file: tap.try_clone()?,
             hdr_len,
             buf: Vec::with_capacity(65_536 + hdr_len),
             frames: 0,
+            flow,
         })
     }
 }
 
 impl Sink for TapSink {
     fn put(&mut self, frame: &[u8]) -> Result<(), SinkError> {
+        if let Some(flow) = &self.flow {
+            flow.wait_for_capture(self.frames);
+        }
         self.buf.clear();
         self.buf.resize(self.hdr_len, 0);
         self.buf.extend_from_slice(frame);
@@ -402,10 +459,94 @@ pub struct PacketSocket {
     fd: OwnedFd,
     ifindex: i32,
     name: String,
+    /// Frames the kernel dropped because the receive buffer was full, so far.
+    drops: u64,
 }
 
 impl PacketSocket {
-    pub fn bind(name: &str) -> Result<Self, Error> {
+    fn err(&self, what: &'static str, source: std::io::Error) -> Error {
+        Error::Socket {
+            name: self.name.clone(),
+            what,
+            source,
+        }
+    }
+
+    fn set_option<T>(
+        &self,
+        level: libc::c_int,
+        opt: libc::c_int,
+        what: &'static str,
+        v: &T,
+    ) -> Result<(), Error> {
+        // SAFETY: every option set here reads a value of type `T` of the size passed, and
+        // `v` is valid for the call.
+        let r = unsafe {
+            libc::setsockopt(
+                self.fd.as_raw_fd(),
+                level,
+                opt,
+                (v as *const T).cast(),
+                std::mem::size_of::<T>() as u32,
+            )
+        };
+        last_error(r).map_err(|e| self.err(what, e))
+    }
+
+    /// A socket that receives nothing (protocol 0) and sends on interface `name`: what the
+    /// harness injects with. (One bound to every protocol would also queue a copy of each
+    /// frame on the interface, for nobody.)
+    pub fn injector(name: &str) -> Result<Self, Error> {
+        Self::open(name)
+    }
+
+    /// A socket that captures what comes into interface `name` (what the TAP's descriptor
+    /// writes) and not what goes out of it (what the harness injects), with a receive
+    /// buffer of at least `rcvbuf` bytes. It is bound before it receives anything, so it
+    /// sees only this interface's frames.
+    pub fn capture(name: &str, rcvbuf: usize) -> Result<Self, Error> {
+        let s = Self::open(name)?;
+        let one: libc::c_int = 1;
+        s.set_option(
+            libc::SOL_PACKET,
+            libc::PACKET_IGNORE_OUTGOING,
+            "PACKET_IGNORE_OUTGOING",
+            &one,
+        )?;
+        // The kernel takes VLAN tags off received frames into metadata: ask for it, to put
+        // them back (as libpcap does).
+        s.set_option(
+            libc::SOL_PACKET,
+            libc::PACKET_AUXDATA,
+            "PACKET_AUXDATA",
+            &one,
+        )?;
+        // Past net.core.rmem_max: needs CAP_NET_ADMIN, which creating a TAP needed too.
+        // Without it, the most rmem_max allows.
+        let size = libc::c_int::try_from(rcvbuf).unwrap_or(libc::c_int::MAX / 2);
+        if s.set_option(
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            "SO_RCVBUFFORCE",
+            &size,
+        )
+        .is_err()
+        {
+            s.set_option(libc::SOL_SOCKET, libc::SO_RCVBUF, "SO_RCVBUF", &size)?;
+        }
+        // A receive timeout, so a capture loop can look at its stop flag.
+        let tv = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 20_000,
+        };
+        s.set_option(libc::SOL_SOCKET, libc::SO_RCVTIMEO, "SO_RCVTIMEO", &tv)?;
+        s.bind(libc::ETH_P_ALL as u16)?;
+        Ok(s)
+    }
+
+    /// A packet socket of protocol 0 (it receives nothing until bound to another), bound to
+    /// interface `name`.
+    fn open(name: &str) -> Result<Self, Error> {
         let err = |what, source| Error::Socket {
             name: name.to_string(),
             what,
@@ -417,67 +558,59 @@ impl PacketSocket {
         if ifindex == 0 {
             return Err(err("no such interface", std::io::Error::last_os_error()));
         }
-        let proto = (libc::ETH_P_ALL as u16).to_be();
         // SAFETY: plain socket(2).
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                i32::from(proto),
-            )
-        };
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
         last_error(fd).map_err(|e| err("socket", e))?;
         // SAFETY: `fd` is a fresh descriptor nobody else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let s = Self {
+            fd,
+            ifindex,
+            name: name.to_string(),
+            drops: 0,
+        };
+        s.bind(0)?;
+        Ok(s)
+    }
+
+    /// Binds the socket to its interface and protocol `proto` (host order).
+    fn bind(&self, proto: u16) -> Result<(), Error> {
         // SAFETY: an all-zero sockaddr_ll is valid; the fields set are plain integers.
         let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sa.sll_family = libc::AF_PACKET as u16;
-        sa.sll_protocol = proto;
-        sa.sll_ifindex = ifindex;
+        sa.sll_protocol = proto.to_be();
+        sa.sll_ifindex = self.ifindex;
         // SAFETY: `sa` is a sockaddr_ll of the size passed.
         let r = unsafe {
             libc::bind(
-                fd.as_raw_fd(),
+                self.fd.as_raw_fd(),
                 (&sa as *const libc::sockaddr_ll).cast(),
                 std::mem::size_of::<libc::sockaddr_ll>() as u32,
             )
         };
-        last_error(r).map_err(|e| err("bind", e))?;
-        // A receive timeout, so a capture loop can look at its stop flag.
-        let tv = libc::timeval {
-            tv_sec: 0,
-            tv_usec: 20_000,
-        };
-        // SAFETY: SO_RCVTIMEO reads a timeval of the size passed.
+        last_error(r).map_err(|e| self.err("bind", e))
+    }
+
+    /// Frames the kernel has dropped since the socket was bound because its receive buffer
+    /// was full.
+    pub fn drops(&mut self) -> Result<u64, Error> {
+        // SAFETY: an all-zero tpacket_stats is valid to be filled in.
+        let mut st: libc::tpacket_stats = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
+        // SAFETY: PACKET_STATISTICS fills a tpacket_stats of at most `len` bytes.
         let r = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&tv as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as u32,
-            )
-        };
-        last_error(r).map_err(|e| err("SO_RCVTIMEO", e))?;
-        // The kernel takes VLAN tags off received frames into metadata: ask for it, to put
-        // them back (as libpcap does).
-        let on: libc::c_int = 1;
-        // SAFETY: PACKET_AUXDATA reads an int of the size passed.
-        let r = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
                 libc::SOL_PACKET,
-                libc::PACKET_AUXDATA,
-                (&on as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as u32,
+                libc::PACKET_STATISTICS,
+                (&mut st as *mut libc::tpacket_stats).cast(),
+                &mut len,
             )
         };
-        last_error(r).map_err(|e| err("PACKET_AUXDATA", e))?;
-        Ok(Self {
-            fd,
-            ifindex,
-            name: name.to_string(),
-        })
+        last_error(r).map_err(|e| self.err("PACKET_STATISTICS", e))?;
+        // Reading the statistics resets them: keep the sum.
+        self.drops += u64::from(st.tp_drops);
+        Ok(self.drops)
     }
 
     /// Sends one frame out of the interface (towards the TAP's descriptor).

@@ -24,7 +24,7 @@ use device_model::endpoint::{
 };
 use device_model::net::{Backend as NetBackend, NetConfig, NetCounters, NET_HDR_LEN};
 use device_model::pcap::{Frame, PcapOut};
-use device_model::tap::{Injection, Tap, TapSink, TapSource};
+use device_model::tap::{Tap, TapFlow, TapSink, TapSource};
 use device_model::vhost::kernel::KernelNet;
 use device_model::vhost::user::UserNet;
 use device_model::vhost::user_backend::{self, BackendConfig, Served};
@@ -33,8 +33,8 @@ use device_model::virtio::Memory;
 use pcap_file::TsResolution;
 
 use crate::args::Backend;
-use crate::run::{Input, Output, RunConfig};
-use crate::tap_harness::TapHarness;
+use crate::run::{Input, Mode, Output, RunConfig};
+use crate::tap_harness::{DeviceSide, TapHarness};
 
 /// How long to wait for our own vhost-user backend thread to listen.
 /// The stop request of our in-process vhost-user backend, which is never made: the device
@@ -115,6 +115,15 @@ pub fn prepare(
         Input::Pcap(_) | Input::None => Ok(()),
         Input::Generator { .. } | Input::Loopback => Err(Error::InputKind(what)),
     };
+    // What the device side can hold between the TAP and the capture, and what a guest
+    // sending of its own puts through a backend that does not wait for the capture.
+    let device = DeviceSide {
+        unpaced: match cfg.mode {
+            Mode::TxOnly => cfg.guest.pkts.unwrap_or(0),
+            _ => 0,
+        },
+        ..DeviceSide::rings(net.queue_size, net.max_frame)
+    };
     match (cfg.backend, &cfg.tap) {
         (Backend::Rust, None) => {
             let source: Box<dyn Source> = match &cfg.input {
@@ -142,15 +151,15 @@ pub fn prepare(
             let out = output()?;
             // The header on the TAP is between our datapath and the kernel: the modern size.
             let tap = Tap::open(name, NET_HDR_LEN, net.max_frame)?;
-            let injection = Arc::new(Injection::default());
+            let flow = Arc::new(TapFlow::default());
             let dup = |source| Error::TapIo {
                 name: name.clone(),
                 what: "dup",
                 source,
             };
-            let source = TapSource::new(&tap, NET_HDR_LEN, Some(injection.clone())).map_err(dup)?;
-            let sink = TapSink::new(&tap, NET_HDR_LEN).map_err(dup)?;
-            let harness = TapHarness::new(name, frames, false, Some(injection), out)?;
+            let source = TapSource::new(&tap, NET_HDR_LEN, Some(flow.clone())).map_err(dup)?;
+            let sink = TapSink::new(&tap, NET_HDR_LEN, Some(flow.clone())).map_err(dup)?;
+            let harness = TapHarness::new(name, frames, false, Some(flow), device, out)?;
             Ok(Prepared {
                 backend: NetBackend::Rust {
                     source: Box::new(source),
@@ -169,7 +178,7 @@ pub fn prepare(
             let tap = Arc::new(Tap::open(name, NET_HDR_LEN, net.max_frame)?);
             let vhost = Vhost::new(KernelNet::open(mem.clone(), tap.clone())?)?;
             vhost.check_features(net.features)?;
-            let harness = TapHarness::new(name, frames, true, None, out)?;
+            let harness = TapHarness::new(name, frames, true, None, device, out)?;
             Ok(Prepared {
                 backend: NetBackend::Vhost(Box::new(vhost)),
                 harness: Some(harness),
@@ -207,7 +216,9 @@ pub fn prepare(
             let harness = match tap {
                 Some(name) => {
                     tap_input("--tap")?;
-                    Some(TapHarness::new(name, frames, true, None, output()?)?)
+                    // What the backend process holds is its own: our rings' size stands in.
+                    let out = output()?;
+                    Some(TapHarness::new(name, frames, true, None, device, out)?)
                 }
                 None => None,
             };

@@ -25,6 +25,7 @@ pub mod layout;
 pub mod machine;
 pub mod pcap_spec;
 pub mod pci_bus;
+pub mod random_frames;
 pub mod run;
 pub mod serial;
 pub mod signals;

@@ -96,8 +96,10 @@ struct RunArgs {
     /// Frames to deliver to the guest (classic pcap, Ethernet).
     #[arg(long, value_name = "FILE", conflicts_with_all = ["gen", "loopback"])]
     pcap_in: Option<PathBuf>,
-    /// Where the frames the guest transmits are written (classic pcap). Written only when
-    /// the run completes.
+    /// Where the frames the guest transmits are written (classic pcap), through a temporary
+    /// file renamed into place: a run that completes writes every frame; one that fails after
+    /// the guest's link came up keeps the frames captured until then (and says so); one that
+    /// fails earlier leaves no file.
     #[arg(long, value_name = "FILE")]
     pcap_out: Option<PathBuf>,
     /// Forwarding mode of the guest application.
@@ -216,6 +218,10 @@ struct CompareArgs {
     /// Report backends this machine cannot run without failing.
     #[arg(long)]
     skip_unavailable: bool,
+    /// Compare each case this many times (a flaky backend or capture shows as a failure
+    /// in one of them).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    repeat: u32,
 }
 
 #[derive(Args)]
@@ -239,6 +245,10 @@ struct TestArgs {
     /// Write a JSON report here.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Run each verdict this many times; it passes only if every time passes (its reason
+    /// names the first repetition that failed).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    repeat: u32,
 }
 
 /// `vlab test`: a progress bar on a terminal, a line per verdict otherwise; the summary table;
@@ -258,6 +268,7 @@ fn test(args: &TestArgs) -> anyhow::Result<u8> {
     let plan = Plan {
         targets: args.backends.clone(),
         filter: args.filter.clone(),
+        repeat: args.repeat,
     };
     let jobs = plan.jobs(&cases);
     let parallel = args.jobs.unwrap_or_else(|| {
@@ -334,12 +345,20 @@ fn compare(args: &CompareArgs) -> anyhow::Result<u8> {
             .copied()
             .filter(|t| args.transport.is_none_or(|only| only == *t))
             .collect();
-        for t in transports {
+        let runs = transports
+            .iter()
+            .flat_map(|&t| (1..=args.repeat).map(move |k| (t, k)));
+        for (t, k) in runs {
             let (reference, outcomes) =
                 vmm::compare::compare_case(case, t, machine, &args.backends, dir.path())?;
+            let repetition = if args.repeat > 1 {
+                format!(", repetition {k} of {}", args.repeat)
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 out,
-                "{} ({}): rust: guest exit code {}, {} frames out",
+                "{} ({}{repetition}): rust: guest exit code {}, {} frames out",
                 case.name,
                 t.name(),
                 reference.report.exit_code,

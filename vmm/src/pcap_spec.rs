@@ -73,6 +73,11 @@
 //!   `ts-step-us` after the previous one (the first at 0). Timestamps may not go backwards.
 //!
 //! A frame may be at most [`MAX_FRAME`] bytes, the device's largest.
+//!
+//! `[random]` adds seeded random frames after the listed ones (`ts-step-us` apart), a mix
+//! nobody tuned a case to (`crate::random_frames`): `seed`, `frames`, and optionally
+//! `min-size = 60`, `max-size = 1514`, and the shares `vlan = 0.2`, `broadcast = 0.1`,
+//! `multicast = 0.1`. The same seed gives the same bytes everywhere.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
@@ -88,6 +93,8 @@ use etherparse::{
 use pcap_file::TsResolution;
 use pmd::testpmd::config::parse_mac;
 use serde::Deserialize;
+
+use crate::random_frames::{self, Mix};
 
 /// The largest frame a spec may describe: the device's limit.
 pub const MAX_FRAME: usize = device_model::net::MAX_FRAME_LIMIT;
@@ -111,6 +118,8 @@ pub enum Place {
     Defaults,
     /// The `[[frame]]` table with this index, from 0.
     Frame(usize),
+    /// The `[random]` table.
+    Random,
 }
 
 impl std::fmt::Display for Place {
@@ -118,6 +127,7 @@ impl std::fmt::Display for Place {
         match self {
             Place::Defaults => write!(f, "defaults"),
             Place::Frame(i) => write!(f, "frame {i}"),
+            Place::Random => write!(f, "random"),
         }
     }
 }
@@ -254,6 +264,36 @@ pub fn parse_str(path: &Path, text: &str) -> Result<Vec<Frame>, Error> {
         // Saturates: a frame after one at the very last timestamp fails the check above.
         next_us = last_us.unwrap_or(start).saturating_add(defaults.ts_step_us);
     }
+    if let Some(r) = &spec.random {
+        let ctx = Ctx {
+            path,
+            place: Place::Random,
+        };
+        let mix = r.resolve(&ctx, MAX_FRAMES - frames.len())?;
+        for (k, data) in random_frames::generate(&mix).into_iter().enumerate() {
+            let us = (k as u64)
+                .checked_mul(defaults.ts_step_us)
+                .and_then(|d| d.checked_add(next_us))
+                .filter(|&us| us <= MAX_TS_US)
+                .ok_or_else(|| {
+                    ctx.field(
+                        "frames",
+                        format!("the timestamps would pass {MAX_TS_US} µs"),
+                    )
+                })?;
+            file_bytes += PCAP_RECORD_HEADER + data.len() as u64;
+            if file_bytes > pcap::MAX_FILE_BYTES {
+                return Err(ctx.field(
+                    "frames",
+                    format!("the capture would pass {} bytes", pcap::MAX_FILE_BYTES),
+                ));
+            }
+            frames.push(Frame {
+                ts: Duration::from_micros(us),
+                data,
+            });
+        }
+    }
     Ok(frames)
 }
 
@@ -298,6 +338,63 @@ struct SpecFile {
     defaults: DefaultsSpec,
     #[serde(default)]
     frame: Vec<FrameSpec>,
+    random: Option<RandomSpec>,
+}
+
+/// `[random]`: seeded random frames after the listed ones (see `random_frames`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RandomSpec {
+    seed: u64,
+    frames: usize,
+    min_size: Option<usize>,
+    max_size: Option<usize>,
+    vlan: Option<f64>,
+    broadcast: Option<f64>,
+    multicast: Option<f64>,
+}
+
+impl RandomSpec {
+    /// The mix, checked; at most `room` frames.
+    fn resolve(&self, ctx: &Ctx, room: usize) -> Result<Mix, Error> {
+        let d = Mix::default();
+        if self.frames == 0 || self.frames > room {
+            return Err(ctx.field(
+                "frames",
+                format!("must be 1 to {room} (a spec holds at most {MAX_FRAMES} frames)"),
+            ));
+        }
+        let min_size = self.min_size.unwrap_or(d.min_size);
+        let max_size = self.max_size.unwrap_or(d.max_size);
+        if !(DEFAULT_PAD_TO..=MAX_FRAME).contains(&min_size) {
+            return Err(ctx.field(
+                "min-size",
+                format!("{min_size} is not in {DEFAULT_PAD_TO}..={MAX_FRAME}"),
+            ));
+        }
+        if !(min_size..=MAX_FRAME).contains(&max_size) {
+            return Err(ctx.field(
+                "max-size",
+                format!(
+                    "{max_size} is not in {min_size}..={MAX_FRAME} (min-size..=the largest frame)"
+                ),
+            ));
+        }
+        let share = |field: &'static str, v: Option<f64>, default: f64| match v {
+            None => Ok(default),
+            Some(p) if (0.0..=1.0).contains(&p) => Ok(p),
+            Some(p) => Err(ctx.field(field, format!("{p} is not a share in 0..=1"))),
+        };
+        Ok(Mix {
+            seed: self.seed,
+            frames: self.frames,
+            min_size,
+            max_size,
+            vlan: share("vlan", self.vlan, d.vlan)?,
+            broadcast: share("broadcast", self.broadcast, d.broadcast)?,
+            multicast: share("multicast", self.multicast, d.multicast)?,
+        })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -144,6 +144,50 @@ pub struct RunReport {
     pub link_up: Option<Duration>,
     /// From the guest starting to forward to its last frame completing.
     pub forwarding: Option<Duration>,
+    /// The guest's own port statistics, when vlab neither owns the datapath nor captures
+    /// the output (an external vhost-user backend with its own endpoints): then the device
+    /// counters are all zero and the summary reports these instead.
+    pub guest_figures: Option<GuestFigures>,
+}
+
+/// The figures of the guest's testpmd-style "NIC statistics" block in its log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GuestFigures {
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    pub rx_errors: u64,
+    pub tx_errors: u64,
+}
+
+impl GuestFigures {
+    /// Reads the last statistics block the guest printed (`RX-packets: N  RX-missed: ..`,
+    /// `RX-errors: N`, `TX-packets: N  TX-errors: N ..`); `None` when it printed none.
+    pub fn from_log(log: &[u8]) -> Option<Self> {
+        let text = String::from_utf8_lossy(log);
+        let start = text.rfind("NIC statistics for port")?;
+        let mut figures = GuestFigures::default();
+        let mut seen = 0;
+        for line in text[start..].lines() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let value = |key: &str| {
+                let at = words.iter().position(|w| *w == key)?;
+                words.get(at + 1)?.parse::<u64>().ok()
+            };
+            if let (Some(rx), true) = (value("RX-packets:"), line.contains("RX-missed:")) {
+                figures.rx_packets = rx;
+                seen |= 1;
+            }
+            if let Some(e) = value("RX-errors:") {
+                figures.rx_errors = e;
+            }
+            if let (Some(tx), Some(e)) = (value("TX-packets:"), value("TX-errors:")) {
+                figures.tx_packets = tx;
+                figures.tx_errors = e;
+                seen |= 2;
+            }
+        }
+        (seen == 3).then_some(figures)
+    }
 }
 
 impl RunReport {
@@ -159,15 +203,26 @@ impl RunReport {
         } else {
             format!("FAIL (guest exit code {})", self.exit_code)
         };
-        let mut s = format!(
-            "vlab: {verdict}: machine={} backend={} in={} delivered={} out={} drops={}",
-            self.machine.name(),
-            self.backend.name(),
-            self.input_frames,
-            c.rx_delivered,
-            self.output_frames,
-            c.rx_dropped + c.tx_dropped + c.rx_malformed + c.tx_malformed,
-        );
+        let mut s = match &self.guest_figures {
+            Some(g) => format!(
+                "vlab: {verdict}: machine={} backend={} (external: figures from the guest's \
+                 port statistics) received={} sent={} errors={}",
+                self.machine.name(),
+                self.backend.name(),
+                g.rx_packets,
+                g.tx_packets,
+                g.rx_errors + g.tx_errors,
+            ),
+            None => format!(
+                "vlab: {verdict}: machine={} backend={} in={} delivered={} out={} drops={}",
+                self.machine.name(),
+                self.backend.name(),
+                self.input_frames,
+                c.rx_delivered,
+                self.output_frames,
+                c.rx_dropped + c.tx_dropped + c.rx_malformed + c.tx_malformed,
+            ),
+        };
         let f = &c.faults;
         if f.dropped + f.duplicated + f.reordered > 0 {
             s.push_str(&format!(
@@ -190,7 +245,10 @@ impl RunReport {
 
     /// Frames through the guest in its busier direction: what a rate counts.
     pub fn frames_moved(&self) -> u64 {
-        self.counters.rx_delivered.max(self.output_frames)
+        match &self.guest_figures {
+            Some(g) => g.rx_packets.max(g.tx_packets),
+            None => self.counters.rx_delivered.max(self.output_frames),
+        }
     }
 
     /// Frames per second over the forwarding phase, counting `frames`.
@@ -354,6 +412,9 @@ pub fn run(cfg: &RunConfig, t0: Instant) -> Result<RunReport, Error> {
     let data_side = builtin.map(|b| b.finish(keep)).transpose();
     let finished = if keep { sink.finish() } else { Ok(()) };
     // Who wrote the output: the TAP harness, our vhost-user backend, or the device's sink.
+    // Nobody here saw the frames when an external backend serves its own endpoints.
+    let external = matches!((&captured, &data_side), (Ok(None), Ok(None)))
+        && cfg.backend != Backend::Rust;
     let output_frames = match (&captured, &data_side) {
         (Ok(Some(n)), _) => *n,
         (_, Ok(Some(d))) => d.output_frames,
@@ -388,6 +449,9 @@ pub fn run(cfg: &RunConfig, t0: Instant) -> Result<RunReport, Error> {
         ),
         input_frames,
         output_frames,
+        guest_figures: external
+            .then(|| GuestFigures::from_log(&board.serial_log()))
+            .flatten(),
         serial: board.serial_log(),
         features,
         transport,
@@ -397,4 +461,43 @@ pub fn run(cfg: &RunConfig, t0: Instant) -> Result<RunReport, Error> {
             .zip(at(event::FWD_DONE))
             .map(|(a, b)| b.saturating_duration_since(a)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::GuestFigures;
+
+    #[test]
+    fn guest_figures_come_from_the_last_nic_statistics_block() {
+        let log = b"Port 0: started io forwarding
+  ######################## NIC statistics for port 0  ########################
+  RX-packets: 1          RX-missed: 0          RX-bytes:  60
+  RX-errors: 0
+  TX-packets: 1          TX-errors: 0          TX-bytes:  60
+  ######################## NIC statistics for port 0  ########################
+  RX-packets: 250        RX-missed: 0          RX-bytes:  1080
+  RX-errors: 3
+  RX-nombuf:  0
+  TX-packets: 247        TX-errors: 2          TX-bytes:  1080
+  RX-multiseg: 0         TX-multiseg: 0         TX-indirect: 0
+vlab-pmd: PASS
+";
+        assert_eq!(
+            GuestFigures::from_log(log),
+            Some(GuestFigures {
+                rx_packets: 250,
+                tx_packets: 247,
+                rx_errors: 3,
+                tx_errors: 2,
+            })
+        );
+        assert_eq!(GuestFigures::from_log(b"vlab-pmd: PASS\n"), None);
+        // A block cut off before its TX line is not a figure.
+        assert_eq!(
+            GuestFigures::from_log(
+                b"NIC statistics for port 0\n  RX-packets: 5  RX-missed: 0  RX-bytes: 9\n"
+            ),
+            None
+        );
+    }
 }

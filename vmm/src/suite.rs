@@ -182,6 +182,8 @@ pub struct Plan {
     pub targets: Vec<Target>,
     /// Run only verdicts whose name contains this.
     pub filter: Option<String>,
+    /// Times each job runs; its verdict passes only if every run passes.
+    pub repeat: u32,
 }
 
 /// One unit of work: a case on a transport and backend.
@@ -190,6 +192,7 @@ pub struct Job<'a> {
     pub case: &'a Case,
     pub transport: Transport,
     pub backend: Target,
+    pub repeat: u32,
 }
 
 impl Plan {
@@ -205,6 +208,7 @@ impl Plan {
                         case,
                         transport,
                         backend,
+                        repeat: self.repeat.max(1),
                     };
                     let name = format!("{}::{}::{}", case.name, transport.name(), backend.name());
                     if self
@@ -251,6 +255,20 @@ impl Job<'_> {
         if let Some(why) = self.backend.unavailable() {
             return Outcome::Skipped(format!("unavailable here: {why}"));
         }
+        for k in 1..=self.repeat {
+            match self.once() {
+                Outcome::Fail(why) if self.repeat > 1 => {
+                    return Outcome::Fail(format!("repetition {k} of {}: {why}", self.repeat))
+                }
+                Outcome::Pass => {}
+                other => return other,
+            }
+        }
+        Outcome::Pass
+    }
+
+    /// One run of the job.
+    fn once(&self) -> Outcome {
         let dir = match tempfile::tempdir() {
             Ok(d) => d,
             Err(e) => return Outcome::Fail(format!("a scratch directory: {e}")),

@@ -105,7 +105,7 @@ pub fn run(args: &BackendArgs) -> Result<u8, Error> {
         let t = Tap::open(name, NET_HDR_LEN, args.max_frame)?;
         let io = |e| Error::TapIo(name.clone(), e);
         let s = TapSource::new(&t, NET_HDR_LEN, None).map_err(io)?;
-        let k = TapSink::new(&t, NET_HDR_LEN).map_err(io)?;
+        let k = TapSink::new(&t, NET_HDR_LEN, None).map_err(io)?;
         tap = Some(t);
         (Box::new(s), Box::new(k))
     } else {

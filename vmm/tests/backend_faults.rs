@@ -260,3 +260,43 @@ fn a_rust_tap_run_forwards_and_removes_its_tap() {
     assert_eq!(a, b, "through the TAP and back, byte for byte");
     assert!(!interface_exists(&name));
 }
+
+#[test]
+fn an_external_backends_run_reports_the_guests_figures_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("x.sock");
+    let out = dir.path().join("out.pcap");
+    let input = case_pcap("io-mixed");
+    let b = backend(
+        &sock,
+        &[
+            "--pcap-in",
+            input.to_str().unwrap(),
+            "--pcap-out",
+            out.to_str().unwrap(),
+        ],
+    );
+    let o = vlab(&[
+        "run",
+        "--mode",
+        "io",
+        "-q",
+        "--backend",
+        "vhost-user",
+        "--socket",
+        sock.to_str().unwrap(),
+    ]);
+    let summary = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{summary}{}", stderr(&o));
+    let frames = pcap_file::pcap::PcapReader::new(std::fs::File::open(&input).unwrap())
+        .unwrap()
+        .count();
+    assert!(
+        summary.contains(&format!(
+            "backend=vhost-user (external: figures from the guest's port statistics) \
+             received={frames} sent={frames} errors=0"
+        )),
+        "{summary}"
+    );
+    assert_eq!(wait(b, 10).status.code(), Some(0));
+}

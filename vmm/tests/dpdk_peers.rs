@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use device_model::net::{NetConfig, NetShared};
 use device_model::pcap::{Frame, PcapOut};
 use device_model::tap::TapCounters;
-use vmm::tap_harness::TapHarness;
+use vmm::tap_harness::{DeviceSide, TapHarness};
 
 /// testpmd's EAL start, port setup and forwarding start (about 0.2 s here).
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -529,11 +529,16 @@ fn dpdk_virtio_user_drives_our_vhost_user_backend() {
         Err(e) => peers.fail(&format!("reading the case: {e}")),
     };
     let frames = input.frames.len() as u64;
-    let counters = TapCounters::new(&tap);
+    let counters = match TapCounters::new(&tap) {
+        Ok(c) => c,
+        Err(e) => peers.fail(&format!("the counters of {tap}: {e}")),
+    };
     let started = (|| -> Result<(TapHarness, u64), String> {
         let base = counters.written_by_device().map_err(|e| e.to_string())?;
         let out = PcapOut::create(&out, input.resolution).map_err(|e| e.to_string())?;
-        let mut h = TapHarness::new(&tap, input.frames, true, None, Some(out))
+        // testpmd's rings (1024 entries each way) stand between the two TAP ends.
+        let device = DeviceSide::rings(1024, 1518);
+        let mut h = TapHarness::new(&tap, input.frames, true, None, device, Some(out))
             .map_err(|e| e.to_string())?;
         h.start(NetShared::new(&NetConfig::default()))
             .map_err(|e| e.to_string())?;
