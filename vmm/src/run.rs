@@ -148,6 +148,8 @@ pub struct RunReport {
     /// the output (an external vhost-user backend with its own endpoints): then the device
     /// counters are all zero and the summary reports these instead.
     pub guest_figures: Option<GuestFigures>,
+    /// Whether the input ended with the end marker the guest forwards and stops at.
+    pub end_marker: bool,
 }
 
 /// The figures of the guest's testpmd-style "NIC statistics" block in its log.
@@ -206,12 +208,17 @@ impl RunReport {
         let mut s = match &self.guest_figures {
             Some(g) => format!(
                 "vlab: {verdict}: machine={} backend={} (external: figures from the guest's \
-                 port statistics) received={} sent={} errors={}",
+                 port statistics) received={} sent={} errors={}{}",
                 self.machine.name(),
                 self.backend.name(),
                 g.rx_packets,
                 g.tx_packets,
                 g.rx_errors + g.tx_errors,
+                if self.end_marker {
+                    " (the guest's counts include the end marker)"
+                } else {
+                    ""
+                },
             ),
             None => format!(
                 "vlab: {verdict}: machine={} backend={} in={} delivered={} out={} drops={}",
@@ -413,8 +420,8 @@ pub fn run(cfg: &RunConfig, t0: Instant) -> Result<RunReport, Error> {
     let finished = if keep { sink.finish() } else { Ok(()) };
     // Who wrote the output: the TAP harness, our vhost-user backend, or the device's sink.
     // Nobody here saw the frames when an external backend serves its own endpoints.
-    let external = matches!((&captured, &data_side), (Ok(None), Ok(None)))
-        && cfg.backend != Backend::Rust;
+    let external =
+        matches!((&captured, &data_side), (Ok(None), Ok(None))) && cfg.backend != Backend::Rust;
     let output_frames = match (&captured, &data_side) {
         (Ok(Some(n)), _) => *n,
         (_, Ok(Some(d))) => d.output_frames,
@@ -453,6 +460,7 @@ pub fn run(cfg: &RunConfig, t0: Instant) -> Result<RunReport, Error> {
             .then(|| GuestFigures::from_log(&board.serial_log()))
             .flatten(),
         serial: board.serial_log(),
+        end_marker,
         features,
         transport,
         device_errors,
