@@ -36,6 +36,7 @@ test: setup build vm-vlab
 	$(MAKE) lint
 
 lint:
+	scripts/module-cycles
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -p pmd-guest --release --target $(GUEST_TARGET) -- -D warnings

@@ -1,5 +1,5 @@
 //! virtio-lab's pcap-driven suites: `<suite>/<case>/case.toml` beside an optional
-//! `in.pcap`, in this directory. The case format and runner live in `vmm::case` (so `vlab`
+//! `in.pcap`, in this directory. The case format and runner live in `vmm::suites::case` (so `vlab`
 //! runs cases too); this crate holds the suites, their generated inputs and the tests that
 //! run them.
 
@@ -8,7 +8,7 @@ pub mod malformed;
 
 use std::path::{Path, PathBuf};
 
-pub use vmm::case::*;
+pub use vmm::suites::case::*;
 
 /// Directory holding the suites.
 pub fn root() -> PathBuf {

@@ -19,9 +19,9 @@ use libtest_mimic::{Arguments, Failed, Trial};
 use std::sync::Arc;
 
 use testcases::{discover, root, Case};
-use vmm::args::Transport;
-use vmm::compare::Target;
-use vmm::suite;
+use vmm::config::args::Transport;
+use vmm::config::BackendKind;
+use vmm::suites::suite;
 
 fn run_case(case: &Case, transport: Transport) -> Result<(), Failed> {
     let tmp = tempfile::tempdir()?;
@@ -38,7 +38,7 @@ fn run_case(case: &Case, transport: Transport) -> Result<(), Failed> {
     Ok(suite::same_on_kvm(case, transport, &local, tmp.path())?)
 }
 
-fn run_backend(case: &Case, transport: Transport, target: Target) -> Result<(), Failed> {
+fn run_backend(case: &Case, transport: Transport, target: BackendKind) -> Result<(), Failed> {
     let tmp = tempfile::tempdir()?;
     Ok(suite::on_backend(case, transport, target, tmp.path())?)
 }
@@ -47,9 +47,13 @@ fn trials(case: Case) -> Vec<Trial> {
     let case = Arc::new(case);
     let mut out = Vec::new();
     // vhost-kernel runs here only where the host has vhost-net.
-    let targets = [Target::RustTap, Target::VhostUser, Target::VhostKernel]
-        .into_iter()
-        .filter(|t| *t != Target::VhostKernel || t.unavailable().is_none());
+    let targets = [
+        BackendKind::RustTap,
+        BackendKind::VhostUser,
+        BackendKind::VhostKernel,
+    ]
+    .into_iter()
+    .filter(|t| *t != BackendKind::VhostKernel || t.unavailable().is_none());
     for t in case.spec.transports.clone() {
         let c = case.clone();
         out.push(Trial::test(

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use device_model::endpoint::marker::{self, END_ETHERTYPE};
 use libtest_mimic::{Arguments, Failed, Trial};
 use testcases::{root, Case};
-use vmm::args::{GuestArgs, Transport};
-use vmm::run::MachineKind;
+use vmm::config::args::{GuestArgs, Transport};
+use vmm::config::MachineKind;
 
 const QEMU: &str = "qemu-system-x86_64";
 const QBOOT: &str = "/usr/share/qemu/qboot.rom";
@@ -70,7 +70,7 @@ impl Drop for Guard {
 }
 
 fn cross_run(case: &Case, transport: Transport) -> Result<(), Failed> {
-    let image = vmm::image::default_image()?;
+    let image = vmm::machine::image::default_image()?;
     if !Path::new(QBOOT).is_file() {
         return Err(format!("{QBOOT} is missing: run `make setup` (qemu-system-x86)").into());
     }
@@ -220,8 +220,8 @@ fn cross_run(case: &Case, transport: Transport) -> Result<(), Failed> {
             got.len(),
             want.len(),
             first,
-            vmm::decode::frames(got.iter().map(Vec::as_slice)),
-            vmm::decode::frames(want.iter().map(Vec::as_slice)),
+            vmm::suites::decode::frames(got.iter().map(Vec::as_slice)),
+            vmm::suites::decode::frames(want.iter().map(Vec::as_slice)),
         )
         .into());
     }

@@ -10,25 +10,10 @@
 //! [`run`] drives one run from a [`run::RunConfig`] to a [`run::RunReport`]; the `vlab`
 //! binary is a command line on top of it.
 
-pub mod args;
-pub mod backend;
+pub mod backends;
 pub mod board;
-pub mod boot;
-pub mod bundle;
-pub mod bus;
-pub mod case;
-pub mod compare;
-pub mod decode;
-pub mod harness;
-pub mod image;
-pub mod layout;
+pub mod config;
 pub mod machine;
-pub mod pcap_spec;
-pub mod pci_bus;
-pub mod random_frames;
 pub mod run;
-pub mod serial;
 pub mod signals;
-pub mod suite;
-pub mod tap_harness;
-pub mod user_backend;
+pub mod suites;

@@ -6,9 +6,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use vmm::args::{Backend, DeviceArgs, GuestArgs};
-use vmm::compare::Target;
-use vmm::run::{Input, MachineKind, Mode, Output, RunConfig};
+use vmm::config::{Backend, BackendKind, DeviceArgs, GuestArgs, PortConfig};
+use vmm::config::{Input, MachineKind, Mode, Output, RunConfig};
 
 /// Exit status when vlab itself fails (bad input, no KVM, a crashed guest, a timeout), as
 /// opposed to the guest's own verdict (0 pass, 1-5 see `pmd::harness::exit`).
@@ -48,7 +47,7 @@ enum Command {
     /// Run cases on several backends and compare each output with the rust backend's.
     Compare(CompareArgs),
     /// Serve the rust datapath to one vhost-user frontend (vlab, QEMU, DPDK's virtio_user).
-    VhostUserBackend(vmm::user_backend::BackendArgs),
+    VhostUserBackend(vmm::backends::process::BackendArgs),
 }
 
 #[derive(Subcommand)]
@@ -107,7 +106,7 @@ struct RunArgs {
     mode: ModeArg,
     /// Who serves the device's data queues.
     #[arg(long, value_enum, default_value = "rust")]
-    backend: Backend,
+    backend: BackendKind,
     /// vhost-user: the backend's socket (e.g. `vlab vhost-user-backend --socket PATH`).
     /// Without it vlab starts its own vhost-user backend on a thread, with the pcap files.
     #[arg(long, value_name = "PATH")]
@@ -159,7 +158,7 @@ struct RunArgs {
 }
 
 impl RunArgs {
-    fn config(&self) -> RunConfig {
+    fn config(&self) -> Result<RunConfig, vmm::config::backend::Error> {
         let input = match (&self.pcap_in, self.gen, self.loopback) {
             (Some(p), _, _) => Input::Pcap(p.clone()),
             (None, Some(frames), _) => Input::Generator {
@@ -173,7 +172,7 @@ impl RunArgs {
             Some(p) => Output::Pcap(p.clone()),
             None => Output::Discard,
         };
-        RunConfig {
+        Ok(RunConfig {
             machine: machine_kind(self.machine),
             mode: match self.mode {
                 ModeArg::Io => Mode::Io,
@@ -183,20 +182,20 @@ impl RunArgs {
                 ModeArg::Hostile => Mode::Hostile,
             },
             guest: self.guest.clone(),
-            device: self.device.clone(),
+            ports: vec![PortConfig {
+                device: self.device.clone(),
+                backend: Backend::from_args(self.backend, self.tap.clone(), self.socket.clone())?,
+                input,
+                output,
+            }],
             kernel: self.kernel.clone(),
             kvm_device: self.kvm_device.clone(),
-            input,
-            output,
             ram: self.mem << 20,
             timeout: Duration::from_secs(self.timeout),
             echo_serial: !self.quiet,
             guest_cpu: self.cpus.map(|c| c.0),
             datapath_cpu: self.cpus.map(|c| c.1),
-            backend: self.backend,
-            vhost_socket: self.socket.clone(),
-            tap: self.tap.clone(),
-        }
+        })
     }
 }
 
@@ -206,15 +205,15 @@ struct CompareArgs {
     #[arg(required = true, value_name = "CASE")]
     cases: Vec<PathBuf>,
     /// Backends to run, compared with rust: rust-tap, vhost-kernel, vhost-user.
-    #[arg(long, value_delimiter = ',', value_parser = Target::parse,
+    #[arg(long, value_delimiter = ',', value_parser = BackendKind::parse,
           default_value = "rust,rust-tap,vhost-kernel,vhost-user")]
-    backends: Vec<Target>,
+    backends: Vec<BackendKind>,
     /// What runs the driver.
     #[arg(long, value_enum, default_value = "kvm")]
     machine: MachineArg,
     /// Only this transport (default: every transport each case names).
     #[arg(long, value_enum)]
-    transport: Option<vmm::args::Transport>,
+    transport: Option<vmm::config::args::Transport>,
     /// Report backends this machine cannot run without failing.
     #[arg(long)]
     skip_unavailable: bool,
@@ -230,9 +229,9 @@ struct TestArgs {
     #[arg(value_name = "PATH")]
     paths: Vec<PathBuf>,
     /// Backends to run besides rust, the reference (unavailable ones are reported skipped).
-    #[arg(long, value_delimiter = ',', value_parser = Target::parse,
+    #[arg(long, value_delimiter = ',', value_parser = BackendKind::parse,
           default_value = "rust-tap,vhost-kernel,vhost-user")]
-    backends: Vec<Target>,
+    backends: Vec<BackendKind>,
     /// Only verdicts whose name (`suite/case::transport::backend`) contains this.
     #[arg(long, value_name = "TEXT")]
     filter: Option<String>,
@@ -255,7 +254,7 @@ struct TestArgs {
 /// the reports. Exit status 0 only when every verdict passed.
 fn test(args: &TestArgs) -> anyhow::Result<u8> {
     use std::io::IsTerminal;
-    use vmm::suite::{self, Outcome, Plan};
+    use vmm::suites::suite::{self, Outcome, Plan};
     let paths = if args.paths.is_empty() {
         vec![PathBuf::from("testcases")]
     } else {
@@ -263,7 +262,7 @@ fn test(args: &TestArgs) -> anyhow::Result<u8> {
     };
     let mut cases = Vec::new();
     for p in &paths {
-        cases.extend(vmm::compare::load_cases(p)?);
+        cases.extend(vmm::suites::compare::load_cases(p)?);
     }
     let plan = Plan {
         targets: args.backends.clone(),
@@ -324,11 +323,11 @@ fn test(args: &TestArgs) -> anyhow::Result<u8> {
 fn compare(args: &CompareArgs) -> anyhow::Result<u8> {
     let mut cases = Vec::new();
     for p in &args.cases {
-        cases.extend(vmm::compare::load_cases(p)?);
+        cases.extend(vmm::suites::compare::load_cases(p)?);
     }
     let machine = machine_kind(args.machine);
     let dir = tempfile::tempdir()?;
-    let mut tally = vmm::compare::Tally::default();
+    let mut tally = vmm::suites::compare::Tally::default();
     let mut out = std::io::stdout().lock();
     for case in &cases {
         if vmm::signals::received().is_some() {
@@ -350,7 +349,7 @@ fn compare(args: &CompareArgs) -> anyhow::Result<u8> {
             .flat_map(|&t| (1..=args.repeat).map(move |k| (t, k)));
         for (t, k) in runs {
             let (reference, outcomes) =
-                vmm::compare::compare_case(case, t, machine, &args.backends, dir.path())?;
+                vmm::suites::compare::compare_case(case, t, machine, &args.backends, dir.path())?;
             let repetition = if args.repeat > 1 {
                 format!(", repetition {k} of {}", args.repeat)
             } else {
@@ -382,8 +381,8 @@ fn compare(args: &CompareArgs) -> anyhow::Result<u8> {
 
 /// `vlab replay`: 0 when the run did the same again, 1 with the first divergence.
 fn replay(dir: &std::path::Path) -> anyhow::Result<u8> {
-    use vmm::bundle::Replay;
-    let (desc, r) = vmm::bundle::replay(dir)?;
+    use vmm::suites::bundle::Replay;
+    let (desc, r) = vmm::suites::bundle::replay(dir)?;
     let what = format!(
         "{} {} on {} ({} backend)",
         desc.mode,
@@ -432,27 +431,27 @@ fn cpu_pair(s: &str) -> Result<(usize, usize), String> {
 }
 
 fn run(args: &RunArgs, t0: Instant) -> anyhow::Result<u8> {
-    let mut cfg = args.config();
+    let mut cfg = args.config()?;
     if let Some(dir) = &args.record {
         std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
-        if matches!(cfg.output, Output::Discard) {
-            cfg.output = Output::Pcap(vmm::bundle::output_path(dir));
+        if matches!(cfg.port().output, Output::Discard) {
+            cfg.port_mut().output = Output::Pcap(vmm::suites::bundle::output_path(dir));
         }
     }
     let report = vmm::run::run(&cfg, t0)?;
     if let Some(dir) = &args.record {
-        if let Output::Pcap(out) = &cfg.output {
-            let into = vmm::bundle::output_path(dir);
+        if let Output::Pcap(out) = &cfg.port().output {
+            let into = vmm::suites::bundle::output_path(dir);
             if out != &into && out.is_file() {
                 std::fs::copy(out, &into).map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
             }
         }
         let image = match (cfg.machine, &cfg.kernel) {
             (MachineKind::Kvm, Some(k)) => Some(k.clone()),
-            (MachineKind::Kvm, None) => vmm::image::default_image().ok(),
+            (MachineKind::Kvm, None) => vmm::machine::image::default_image().ok(),
             (MachineKind::InProcess, _) => None,
         };
-        vmm::bundle::record(dir, &cfg, &report, image.as_deref())?;
+        vmm::suites::bundle::record(dir, &cfg, &report, image.as_deref())?;
     }
     // A closed stdout (`| head`) must not turn a finished run into a panic.
     let _ = writeln!(std::io::stdout(), "{}", report.summary());
@@ -460,15 +459,15 @@ fn run(args: &RunArgs, t0: Instant) -> anyhow::Result<u8> {
 }
 
 fn pcap_build(spec: &std::path::Path, out: &std::path::Path) -> anyhow::Result<u8> {
-    let frames = vmm::pcap_spec::parse(spec)?;
-    vmm::pcap_spec::write(&frames, out)?;
+    let frames = vmm::suites::pcap_spec::parse(spec)?;
+    vmm::suites::pcap_spec::write(&frames, out)?;
     println!("vlab: wrote {} frames to {}", frames.len(), out.display());
     Ok(0)
 }
 
 fn pcap_show(file: &std::path::Path) -> anyhow::Result<u8> {
     let cap = device_model::pcap::read(file, usize::MAX)?;
-    let text = vmm::decode::frames(cap.frames.iter().map(|f| f.data.as_slice()));
+    let text = vmm::suites::decode::frames(cap.frames.iter().map(|f| f.data.as_slice()));
     let _ = std::io::stdout().write_all(text.as_bytes());
     Ok(0)
 }
@@ -507,7 +506,7 @@ fn main() -> ExitCode {
         Command::Compare(args) => compare(args),
         Command::Test(args) => test(args),
         Command::Replay { dir } => replay(dir),
-        Command::VhostUserBackend(args) => vmm::user_backend::run(args).map_err(Into::into),
+        Command::VhostUserBackend(args) => vmm::backends::process::run(args).map_err(Into::into),
     };
     let code = match r {
         Ok(code) => code,

@@ -17,116 +17,19 @@ use device_model::pcap;
 use device_model::virtio_pci::TransportStats;
 use pcap_file::TsResolution;
 use pmd::harness::event;
-pub use pmd::testpmd::Mode;
 
-use crate::args::{Backend, DeviceArgs, GuestArgs};
-use crate::backend::{self, Inputs, Prepared};
-use crate::board::{self, Board, BoardConfig, MsiCounter};
+use crate::backends::tap_harness::TapHarness;
+use crate::backends::{self, Inputs, Prepared};
+use crate::board::serial::Echo;
+use crate::board::{self, Board, BoardConfig, MsiCounter, NetPortConfig};
+use crate::config::{BackendKind, GuestArgs, Input, MachineKind, Mode, Output, RunConfig};
 use crate::machine::{self, inprocess, kvm};
-use crate::serial::Echo;
-use crate::tap_harness::TapHarness;
-
-/// Which machine runs the guest code.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MachineKind {
-    /// The PVH guest image on a KVM vCPU.
-    Kvm,
-    /// The `pmd` crate on a host thread, no KVM.
-    InProcess,
-}
-
-impl MachineKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            MachineKind::Kvm => "kvm",
-            MachineKind::InProcess => "inprocess",
-        }
-    }
-}
-
-/// Where frames for the guest come from.
-#[derive(Clone, Debug)]
-pub enum Input {
-    Pcap(PathBuf),
-    /// `frames` generated UDP frames of `size` bytes (benchmarks).
-    Generator {
-        frames: u64,
-        size: usize,
-    },
-    /// Whatever the guest transmits comes back to it.
-    Loopback,
-    None,
-}
-
-/// Where the frames the guest transmits go.
-#[derive(Clone, Debug)]
-pub enum Output {
-    Pcap(PathBuf),
-    Discard,
-}
-
-#[derive(Clone, Debug)]
-pub struct RunConfig {
-    pub machine: MachineKind,
-    /// What the guest application does with frames.
-    pub mode: Mode,
-    /// The guest application's port setup.
-    pub guest: GuestArgs,
-    /// The device as the host presents it.
-    pub device: DeviceArgs,
-    /// Guest image for the KVM machine; `None` picks the built `pmd-guest`.
-    pub kernel: Option<PathBuf>,
-    /// The KVM device node.
-    pub kvm_device: PathBuf,
-    pub input: Input,
-    pub output: Output,
-    /// Guest RAM in bytes.
-    pub ram: u64,
-    /// Watchdog: a run that takes longer fails.
-    pub timeout: Duration,
-    /// Echo the guest's serial output to stdout as it arrives.
-    pub echo_serial: bool,
-    /// CPU for the guest's thread (vCPU or in-process driver); `None`: the scheduler's.
-    pub guest_cpu: Option<usize>,
-    /// CPU for the backend's datapath thread.
-    pub datapath_cpu: Option<usize>,
-    /// Who serves the data queues.
-    pub backend: Backend,
-    /// vhost-user: the backend's socket; `None` starts vlab's own backend on a thread.
-    pub vhost_socket: Option<PathBuf>,
-    /// Put the device's traffic through this TAP: the input is injected into the interface
-    /// and the output captured there.
-    pub tap: Option<String>,
-}
-
-impl Default for RunConfig {
-    fn default() -> Self {
-        Self {
-            machine: MachineKind::Kvm,
-            mode: Mode::Io,
-            guest: GuestArgs::default(),
-            device: DeviceArgs::default(),
-            kernel: None,
-            kvm_device: PathBuf::from("/dev/kvm"),
-            input: Input::None,
-            output: Output::Discard,
-            ram: 128 << 20,
-            timeout: Duration::from_secs(60),
-            echo_serial: false,
-            guest_cpu: None,
-            datapath_cpu: None,
-            backend: Backend::Rust,
-            vhost_socket: None,
-            tap: None,
-        }
-    }
-}
 
 /// What a finished run produced.
 #[derive(Clone, Debug)]
 pub struct RunReport {
     pub machine: MachineKind,
-    pub backend: Backend,
+    pub backend: BackendKind,
     /// The guest's exit code (0: every check of the application passed).
     pub exit_code: u32,
     pub counters: NetCounters,
@@ -267,6 +170,8 @@ impl RunReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error("a run has one virtio-net port so far ({0} given)")]
+    Ports(usize),
     #[error(transparent)]
     Pcap(#[from] pcap::Error),
     #[error(transparent)]
@@ -280,11 +185,11 @@ pub enum Error {
     #[error("finishing the output: {0}")]
     Output(#[from] endpoint::SinkError),
     #[error(transparent)]
-    Backend(#[from] crate::backend::Error),
+    Backend(#[from] crate::backends::Error),
     #[error(transparent)]
-    TapHarness(#[from] crate::tap_harness::Error),
+    TapHarness(#[from] crate::backends::tap_harness::Error),
     #[error(transparent)]
-    Device(#[from] crate::args::Error),
+    Device(#[from] crate::config::args::Error),
     /// The run failed once the guest was running; the output was still written.
     #[error("{source}; {path} keeps the {frames} frames captured before", path = path.display())]
     Kept {
@@ -312,24 +217,21 @@ pub fn cmdline(mode: Mode, guest: &GuestArgs) -> String {
     words.join(" ")
 }
 
-impl RunConfig {
-    /// Whether the KVM machine needs an interrupt controller: only link-state interrupts
-    /// use one, and it costs milliseconds to create.
-    pub fn needs_interrupts(&self) -> bool {
-        self.guest.wants_interrupts() || self.device.link_flap.is_some()
-    }
-}
-
 /// Runs `cfg` to completion. `t0` is when the caller started (link-up is measured from it).
 pub fn run(cfg: &RunConfig, t0: Instant) -> Result<RunReport, Error> {
-    let (net, transport) = cfg.device.apply(NetConfig {
+    // The board, the harness and the guest application serve one port so far; the list is
+    // where a second one goes.
+    let [port] = cfg.ports.as_slice() else {
+        return Err(Error::Ports(cfg.ports.len()));
+    };
+    let (net, transport) = port.device.apply(NetConfig {
         datapath_cpu: cfg.datapath_cpu,
         // The guest application tells the harness when its port is ready (FWD_START).
         hold_input: true,
         ..NetConfig::default()
     })?;
     // Inputs first: nothing is created until they are known to be good.
-    let inputs = match &cfg.input {
+    let inputs = match &port.input {
         Input::Pcap(path) => {
             let cap = pcap::read(path, net.max_frame)?;
             Inputs {
@@ -342,7 +244,7 @@ pub fn run(cfg: &RunConfig, t0: Instant) -> Result<RunReport, Error> {
             resolution: TsResolution::MicroSecond,
         },
     };
-    let input_frames = match &cfg.input {
+    let input_frames = match &port.input {
         Input::Pcap(_) => inputs.frames.len(),
         Input::Generator { frames, .. } => *frames as usize,
         Input::Loopback | Input::None => 0,
@@ -350,7 +252,7 @@ pub fn run(cfg: &RunConfig, t0: Instant) -> Result<RunReport, Error> {
     let kernel = match cfg.machine {
         MachineKind::Kvm => Some(match &cfg.kernel {
             Some(k) => k.clone(),
-            None => crate::image::default_image().map_err(Error::Image)?,
+            None => crate::machine::image::default_image().map_err(Error::Image)?,
         }),
         MachineKind::InProcess => None,
     };
@@ -362,7 +264,7 @@ pub fn run(cfg: &RunConfig, t0: Instant) -> Result<RunReport, Error> {
         builtin,
         end_marker,
         tap: _tap,
-    } = backend::prepare(cfg, &net, &mem, inputs)?;
+    } = backends::prepare(cfg, port, &net, &mem, inputs)?;
     let mut guest = cfg.guest.clone();
     if end_marker && guest.end_ethertype.is_none() {
         guest.end_ethertype = Some(format!("{END_ETHERTYPE:x}"));
@@ -376,8 +278,7 @@ pub fn run(cfg: &RunConfig, t0: Instant) -> Result<RunReport, Error> {
     };
     let board_cfg = BoardConfig {
         ram: cfg.ram,
-        net,
-        transport,
+        nets: vec![NetPortConfig { net, transport }],
     };
     let start_harness = |board: &Board, h: &mut Option<TapHarness>| -> Result<(), Error> {
         if let Some(h) = h.as_mut() {
@@ -389,14 +290,14 @@ pub fn run(cfg: &RunConfig, t0: Instant) -> Result<RunReport, Error> {
         Some(image) => {
             let vm = kvm::KvmVm::new(&cfg.kvm_device, cfg.needs_interrupts())
                 .map_err(machine::Error::from)?;
-            let board = Board::new(&board_cfg, mem, backend, vm.msi_sink(), echo)?;
+            let board = Board::new(&board_cfg, mem, vec![backend], vm.msi_sink(), echo)?;
             start_harness(&board, &mut harness)?;
             let r = vm.run(&board, image, &cmdline, cfg.timeout, cfg.guest_cpu);
             (board, r)
         }
         None => {
             let irq = Arc::new(MsiCounter::default());
-            let board = Board::new(&board_cfg, mem, backend, irq.clone(), echo)?;
+            let board = Board::new(&board_cfg, mem, vec![backend], irq.clone(), echo)?;
             start_harness(&board, &mut harness)?;
             let r = inprocess::run(&board, irq, &cmdline, cfg.timeout, cfg.guest_cpu);
             (board, r)
@@ -421,7 +322,7 @@ pub fn run(cfg: &RunConfig, t0: Instant) -> Result<RunReport, Error> {
     // Who wrote the output: the TAP harness, our vhost-user backend, or the device's sink.
     // Nobody here saw the frames when an external backend serves its own endpoints.
     let external =
-        matches!((&captured, &data_side), (Ok(None), Ok(None))) && cfg.backend != Backend::Rust;
+        matches!((&captured, &data_side), (Ok(None), Ok(None))) && !port.backend.observed();
     let output_frames = match (&captured, &data_side) {
         (Ok(Some(n)), _) => *n,
         (_, Ok(Some(d))) => d.output_frames,
@@ -429,7 +330,7 @@ pub fn run(cfg: &RunConfig, t0: Instant) -> Result<RunReport, Error> {
     };
     let written = captured.is_ok() && data_side.is_ok() && finished.is_ok();
     let failed = |e: Error| -> Error {
-        match &cfg.output {
+        match &port.output {
             Output::Pcap(path) if keep && written && path.is_file() => Error::Kept {
                 source: Box::new(e),
                 path: path.clone(),
@@ -448,10 +349,10 @@ pub fn run(cfg: &RunConfig, t0: Instant) -> Result<RunReport, Error> {
     let at = |e| harness.event_time(e);
     Ok(RunReport {
         machine: cfg.machine,
-        backend: cfg.backend,
+        backend: port.backend.kind(),
         exit_code,
-        counters: backend::merge(
-            board.net_stats.snapshot(),
+        counters: backends::merge(
+            board.nets[0].stats.snapshot(),
             data_side.as_ref().map(|d| &d.counters),
         ),
         input_frames,

@@ -140,7 +140,8 @@ fn kernel_that_is_missing() {
 fn elf_without_a_pvh_note() {
     // The real guest image with its XEN_ELFNOTE_PHYS32_ENTRY note renamed: a loadable ELF
     // that no PVH loader may start.
-    let image = vmm::image::default_image().expect("the guest image is built (make images)");
+    let image =
+        vmm::machine::image::default_image().expect("the guest image is built (make images)");
     let mut bytes = std::fs::read(image).unwrap();
     let note = [4u8, 0, 0, 0, 4, 0, 0, 0, 18, 0, 0, 0, b'X', b'e', b'n', 0];
     let at = bytes

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use device_model::net::{NetConfig, NetShared};
 use device_model::pcap::{Frame, PcapOut};
 use device_model::tap::TapCounters;
-use vmm::tap_harness::{DeviceSide, TapHarness};
+use vmm::backends::tap_harness::{DeviceSide, TapHarness};
 
 /// testpmd's EAL start, port setup and forwarding start (about 0.2 s here).
 const START_TIMEOUT: Duration = Duration::from_secs(20);

@@ -4,8 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use vmm::args::GuestArgs;
-use vmm::run::{Input, MachineKind, Mode, RunConfig};
+use vmm::config::{GuestArgs, Input, MachineKind, Mode, PortConfig, RunConfig};
 
 const FRAMES: u64 = 20_000;
 
@@ -13,10 +12,13 @@ fn run(machine: MachineKind, event_idx: bool) -> vmm::run::RunReport {
     let cfg = RunConfig {
         machine,
         mode: Mode::Io,
-        input: Input::Generator {
-            frames: FRAMES,
-            size: 64,
-        },
+        ports: vec![PortConfig {
+            input: Input::Generator {
+                frames: FRAMES,
+                size: 64,
+            },
+            ..PortConfig::default()
+        }],
         guest: GuestArgs {
             event_idx: Some(event_idx),
             ..GuestArgs::default()

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Instant, SystemTime};
 
-use vmm::compare::{load_cases, Target};
+use vmm::config::BackendKind;
+use vmm::suites::compare::load_cases;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -99,7 +100,7 @@ fn every_case_on_vhost_kernel_in_a_linux_vm_matches_the_rust_backend() {
     let cases = load_cases(&root.join("testcases")).unwrap();
     let expected: usize = cases
         .iter()
-        .filter(|c| !c.spec.out_of_scope.contains_key(&Target::VhostKernel))
+        .filter(|c| !c.spec.out_of_scope.contains_key(&BackendKind::VhostKernel))
         .map(|c| c.spec.transports.len())
         .sum();
     let matched = stdout

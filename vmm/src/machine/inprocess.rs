@@ -14,9 +14,9 @@ use pmd::hal::{Dma, Hal, Width};
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
 use super::{pin, supervise, Error};
+use crate::board::bus::Bus;
+use crate::board::layout;
 use crate::board::{Board, MsiCounter};
-use crate::bus::Bus;
-use crate::layout;
 
 /// Unwinds the driver thread out of whatever loop it is in when the run is stopped.
 struct StopRequested;
@@ -179,7 +179,7 @@ pub fn run(
             let _ = tx.send(result);
         })
         .map_err(|e| Error::DriverPanicked(format!("spawning the driver thread: {e}")))?;
-    let r = supervise(&rx, &board.net_stats, timeout, || {
+    let r = supervise(&rx, &super::port_stats(board), timeout, || {
         stop.store(true, Ordering::Relaxed)
     });
     if r.is_ok() || !matches!(r, Err(Error::Unresponsive(_))) {

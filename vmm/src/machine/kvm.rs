@@ -16,9 +16,9 @@ use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
 use super::{pin, supervise, Error as MachineError};
+use crate::board::bus::{Bus, PioEffect};
 use crate::board::Board;
-use crate::boot::{self, Entry};
-use crate::bus::{Bus, PioEffect};
+use crate::machine::boot::{self, Entry};
 
 /// CPUID leaf 1: ECX bit 21 (x2APIC), EDX bit 9 (on-chip APIC).
 const CPUID_X2APIC: u32 = 1 << 21;
@@ -177,7 +177,7 @@ impl KvmVm {
         let thread_stop = stop.clone();
         let thread_board = BoardRefs {
             bus: board.bus.clone(),
-            net: board.net.clone(),
+            nets: board.nets.iter().map(|n| n.function.clone()).collect(),
         };
         let thread_vm = self.vm.clone();
         let thread = std::thread::Builder::new()
@@ -196,7 +196,7 @@ impl KvmVm {
                 let _ = tx.send(r);
             })
             .map_err(|e| MachineError::DriverPanicked(format!("spawning the vCPU thread: {e}")))?;
-        let r = supervise(&rx, &board.net_stats, timeout, || {
+        let r = supervise(&rx, &super::port_stats(board), timeout, || {
             stop.store(true, Ordering::Release);
             let _ = thread.kill(kick_signal());
         });
@@ -214,7 +214,7 @@ extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc
 /// What the vCPU thread needs from the board.
 struct BoardRefs {
     bus: Arc<Bus>,
-    net: Arc<std::sync::Mutex<crate::board::NetFunction>>,
+    nets: Vec<Arc<std::sync::Mutex<crate::board::NetFunction>>>,
 }
 
 fn map_memory(vm: &VmFd, board: &Board) -> Result<(), Error> {
@@ -280,18 +280,31 @@ struct IoEvents {
 impl IoEvents {
     /// Makes the registrations match the notify slots' current addresses.
     fn sync(&mut self, vm: &VmFd, board: &Board) -> Result<(), Error> {
-        self.sync_with(vm, &board.net)
+        let nets: Vec<_> = board.nets.iter().map(|n| n.function.clone()).collect();
+        self.sync_with(vm, &nets)
     }
 
+    /// Every port's notify slots: each function's queues have their own addresses.
     fn sync_with(
         &mut self,
         vm: &VmFd,
-        net: &std::sync::Mutex<crate::board::NetFunction>,
+        nets: &[Arc<std::sync::Mutex<crate::board::NetFunction>>],
     ) -> Result<(), Error> {
         for (addr, evt) in self.registered.drain(..) {
             vm.unregister_ioevent(&evt, &IoEventAddress::Mmio(addr), NoDatamatch)
                 .map_err(ioctl("unregister ioeventfd"))?;
         }
+        for net in nets {
+            self.register(vm, net)?;
+        }
+        Ok(())
+    }
+
+    fn register(
+        &mut self,
+        vm: &VmFd,
+        net: &std::sync::Mutex<crate::board::NetFunction>,
+    ) -> Result<(), Error> {
         let net = net.lock().unwrap_or_else(|e| e.into_inner());
         for (addr, evt) in net.notifiers() {
             let evt = evt.try_clone().map_err(|e| {
@@ -376,7 +389,7 @@ fn vcpu_loop(
             Step::Continue => {}
             Step::PciConfigWrite => {
                 if board.bus.pci().take_routes_changed() {
-                    ioevents.sync_with(vm, &board.net)?;
+                    ioevents.sync_with(vm, &board.nets)?;
                 }
             }
             Step::Exit(code) => return Ok(code),

@@ -1,6 +1,8 @@
 //! The two machines that run guest code on a [`Board`](crate::board::Board), and the
 //! supervision they share: a watchdog, and a watch on the backend.
 
+pub mod boot;
+pub mod image;
 pub mod inprocess;
 pub mod kvm;
 
@@ -31,6 +33,11 @@ pub enum Error {
 }
 
 /// Pins the calling (guest) thread, if asked; a failure only costs speed, so it is logged.
+/// Every port's device statistics, for [`supervise`].
+pub(crate) fn port_stats(board: &crate::board::Board) -> Vec<&NetStats> {
+    board.nets.iter().map(|n| &*n.stats).collect()
+}
+
 pub(crate) fn pin(cpu: Option<usize>) {
     if let Some(cpu) = cpu {
         if let Err(e) = device_model::affinity::pin_current_thread(cpu) {
@@ -47,11 +54,11 @@ enum StopReason {
 }
 
 /// Waits for the guest thread's result on `done`. Asks it to stop (through `request_stop`,
-/// called repeatedly until it does) when `timeout` passes, the backend fails or a signal
-/// asks vlab to stop.
+/// called repeatedly until it does) when `timeout` passes, a port's backend fails or a
+/// signal asks vlab to stop.
 pub(crate) fn supervise<T>(
     done: &Receiver<Result<T, Error>>,
-    net: &NetStats,
+    nets: &[&NetStats],
     timeout: Duration,
     mut request_stop: impl FnMut(),
 ) -> Result<T, Error> {
@@ -64,7 +71,7 @@ pub(crate) fn supervise<T>(
             }
             Err(RecvTimeoutError::Timeout) => {}
         }
-        if let Some(why) = net.failure() {
+        if let Some(why) = nets.iter().find_map(|n| n.failure()) {
             break StopReason::Backend(why);
         }
         if let Some(sig) = crate::signals::received() {

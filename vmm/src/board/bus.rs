@@ -8,12 +8,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use device_model::virtio::Memory;
-use pmd::harness::{reg, CONSOLE_MAX, EXIT_PORT, HARNESS_LEN, HARNESS_PORT, SERIAL_PORT};
+use pmd::harness::{reg, CONSOLE_MAX, EXIT_PORT, HARNESS_PORT, SERIAL_PORT};
 use vm_memory::{Bytes, GuestAddress};
 
-use crate::harness::Harness;
-use crate::pci_bus::{PciBus, CONFIG_ADDRESS, IO_WINDOW_START};
-use crate::serial::Uart;
+use crate::board::harness::Harness;
+use crate::board::pci_bus::{PciBus, CONFIG_ADDRESS, IO_WINDOW_START};
+use crate::board::serial::Uart;
 
 /// What a port write asks of the machine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,7 +79,7 @@ impl Bus {
                 }
             }
             CONFIG_ADDRESS..=0xcff => self.pci().pio_read(port, data),
-            p if (HARNESS_PORT..HARNESS_PORT + HARNESS_LEN).contains(&p) => {
+            p if self.harness.range().contains(&p) => {
                 let v = self.harness.read(p).to_le_bytes();
                 for (i, b) in data.iter_mut().enumerate() {
                     *b = v.get(i).copied().unwrap_or(0);
@@ -115,7 +115,7 @@ impl Bus {
                     .store(u64::from(value(data)), Ordering::Relaxed);
             }
             p if p == HARNESS_PORT + reg::CONSOLE_WRITE => self.console_write(value(data)),
-            p if (HARNESS_PORT..HARNESS_PORT + HARNESS_LEN).contains(&p) => {
+            p if self.harness.range().contains(&p) => {
                 self.harness.write(p, value(data));
             }
             p if p >= IO_WINDOW_START && self.pci().bar_write(true, u64::from(p), data) => {}

@@ -11,10 +11,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::args::Transport;
-use crate::case::{check_mode, Case, CaseRun};
-use crate::compare::{compare_case, Target};
-use crate::run::MachineKind;
+use crate::config::args::Transport;
+use crate::config::{BackendKind, MachineKind};
+use crate::suites::case::{check_mode, Case, CaseRun};
+use crate::suites::compare::compare_case;
 
 /// The in-process rust run of `case`, checked against what the case expects.
 pub fn reference(case: &Case, transport: Transport, dir: &Path) -> Result<CaseRun, String> {
@@ -86,14 +86,14 @@ pub fn same_on_kvm(
 pub fn on_backend(
     case: &Case,
     transport: Transport,
-    target: Target,
+    target: BackendKind,
     dir: &Path,
 ) -> Result<(), String> {
     if let Some(why) = target.unavailable() {
         return Err(format!("{target} cannot run here: {why}"));
     }
     let machine = match target {
-        Target::VhostKernel => MachineKind::Kvm,
+        BackendKind::VhostKernel => MachineKind::Kvm,
         _ => MachineKind::InProcess,
     };
     let (_, outcomes) =
@@ -150,7 +150,7 @@ pub struct Verdict {
     /// `<suite>/<case>`.
     pub case: String,
     pub transport: Transport,
-    pub backend: Target,
+    pub backend: BackendKind,
     pub outcome: Outcome,
     pub duration: Duration,
 }
@@ -179,7 +179,7 @@ impl Verdict {
 #[derive(Clone, Debug)]
 pub struct Plan {
     /// Backends to run besides rust (which always runs: it is the reference).
-    pub targets: Vec<Target>,
+    pub targets: Vec<BackendKind>,
     /// Run only verdicts whose name contains this.
     pub filter: Option<String>,
     /// Times each job runs; its verdict passes only if every run passes.
@@ -191,7 +191,7 @@ pub struct Plan {
 pub struct Job<'a> {
     pub case: &'a Case,
     pub transport: Transport,
-    pub backend: Target,
+    pub backend: BackendKind,
     pub repeat: u32,
 }
 
@@ -201,8 +201,12 @@ impl Plan {
         let mut jobs = Vec::new();
         for case in cases {
             for &transport in &case.spec.transports {
-                let backends = std::iter::once(Target::Rust)
-                    .chain(self.targets.iter().copied().filter(|t| *t != Target::Rust));
+                let backends = std::iter::once(BackendKind::Rust).chain(
+                    self.targets
+                        .iter()
+                        .copied()
+                        .filter(|t| *t != BackendKind::Rust),
+                );
                 for backend in backends {
                     let job = Job {
                         case,
@@ -274,10 +278,12 @@ impl Job<'_> {
             Err(e) => return Outcome::Fail(format!("a scratch directory: {e}")),
         };
         let r = match self.backend {
-            Target::Rust => reference(self.case, self.transport, dir.path()).and_then(|local| {
-                check_snapshot(self.case, self.transport, &local.snapshot())?;
-                same_on_kvm(self.case, self.transport, &local, dir.path())
-            }),
+            BackendKind::Rust => {
+                reference(self.case, self.transport, dir.path()).and_then(|local| {
+                    check_snapshot(self.case, self.transport, &local.snapshot())?;
+                    same_on_kvm(self.case, self.transport, &local, dir.path())
+                })
+            }
             t => on_backend(self.case, self.transport, t, dir.path()),
         };
         match r {
@@ -331,10 +337,10 @@ pub struct Counts {
     pub skipped: usize,
 }
 
-/// Pass/fail/skipped per backend, in [`Target::ALL`] order (backends with no verdict left
+/// Pass/fail/skipped per backend, in [`BackendKind::ALL`] order (backends with no verdict left
 /// out).
-pub fn counts(verdicts: &[Verdict]) -> Vec<(Target, Counts)> {
-    Target::ALL
+pub fn counts(verdicts: &[Verdict]) -> Vec<(BackendKind, Counts)> {
+    BackendKind::ALL
         .into_iter()
         .filter_map(|t| {
             let mut c = Counts::default();
@@ -370,7 +376,7 @@ pub fn summary(verdicts: &[Verdict], elapsed: Duration) -> String {
         );
     }
     // Why whole backends were skipped, once each.
-    let mut reasons: Vec<(Target, &str)> = Vec::new();
+    let mut reasons: Vec<(BackendKind, &str)> = Vec::new();
     for v in verdicts {
         if let Outcome::Skipped(why) = &v.outcome {
             if why.starts_with("unavailable") && !reasons.iter().any(|(t, _)| *t == v.backend) {

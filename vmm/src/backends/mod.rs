@@ -13,12 +13,13 @@
 //! Nothing outside our datapath can say when its input is drained, so with a vhost backend
 //! the input ends with an end marker that the guest forwards and the capture drops.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+pub mod builtin;
+pub mod process;
+pub mod tap_harness;
 
-use device_model::endpoint::marker::{Marked, UntilMarker};
+use std::path::Path;
+use std::sync::Arc;
+
 use device_model::endpoint::{
     self, GeneratorSource, NullSink, NullSource, PcapSink, PcapSource, Sink, Source, Timestamps,
 };
@@ -27,20 +28,13 @@ use device_model::pcap::{Frame, PcapOut};
 use device_model::tap::{Tap, TapFlow, TapSink, TapSource};
 use device_model::vhost::kernel::KernelNet;
 use device_model::vhost::user::UserNet;
-use device_model::vhost::user_backend::{self, BackendConfig, Served};
-use device_model::vhost::{Vhost, DATA_FEATURES};
+use device_model::vhost::Vhost;
 use device_model::virtio::Memory;
 use pcap_file::TsResolution;
 
-use crate::args::Backend;
-use crate::run::{Input, Mode, Output, RunConfig};
-use crate::tap_harness::{DeviceSide, TapHarness};
-
-/// How long to wait for our own vhost-user backend thread to listen.
-/// The stop request of our in-process vhost-user backend, which is never made: the device
-/// ends the connection when the run ends, however it ends.
-static NEVER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-const LISTEN_TIMEOUT: Duration = Duration::from_secs(5);
+use self::builtin::BuiltIn;
+use self::tap_harness::{DeviceSide, TapHarness};
+use crate::config::{Backend, Input, Mode, Output, PortConfig, RunConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -53,8 +47,6 @@ pub enum Error {
          --pcap-out to `vlab vhost-user-backend`, or --tap for the interface it works"
     )]
     ExternalEndpoints,
-    #[error("--backend vhost-kernel works through a TAP; --tap NAME names it")]
-    KernelNeedsTap,
     #[error(transparent)]
     Pcap(#[from] device_model::pcap::Error),
     #[error(transparent)]
@@ -67,7 +59,7 @@ pub enum Error {
         source: std::io::Error,
     },
     #[error(transparent)]
-    TapHarness(#[from] crate::tap_harness::Error),
+    TapHarness(#[from] crate::backends::tap_harness::Error),
     #[error(transparent)]
     Vhost(#[from] device_model::vhost::Error),
     #[error("vhost-user backend (in vlab): {0}")]
@@ -94,9 +86,10 @@ pub struct Prepared {
     pub tap: Option<Arc<Tap>>,
 }
 
-/// Builds the backend `cfg` asks for on guest memory `mem`.
+/// Builds the backend of `port` (a port of run `cfg`) on guest memory `mem`.
 pub fn prepare(
     cfg: &RunConfig,
+    port: &PortConfig,
     net: &NetConfig,
     mem: &Arc<Memory>,
     inputs: Inputs,
@@ -106,12 +99,12 @@ pub fn prepare(
     let stamps = Timestamps::new(frames.iter().map(|f| f.ts).collect());
     let pcap_out = |path: &Path| PcapOut::create(path, resolution);
     let output = || -> Result<Option<PcapOut>, Error> {
-        Ok(match &cfg.output {
+        Ok(match &port.output {
             Output::Pcap(path) => Some(pcap_out(path)?),
             Output::Discard => None,
         })
     };
-    let tap_input = |what| match &cfg.input {
+    let tap_input = |what| match &port.input {
         Input::Pcap(_) | Input::None => Ok(()),
         Input::Generator { .. } | Input::Loopback => Err(Error::InputKind(what)),
     };
@@ -124,16 +117,19 @@ pub fn prepare(
         },
         ..DeviceSide::rings(net.queue_size, net.max_frame)
     };
-    match (cfg.backend, &cfg.tap) {
-        (Backend::Rust, None) => {
-            let source: Box<dyn Source> = match &cfg.input {
+    // Which modes send the end marker back out (see pmd::testpmd's forwarding loop).
+    let marker_back = matches!(cfg.mode, Mode::Io | Mode::MacSwap);
+    match &port.backend {
+        Backend::Rust => {
+            let source: Box<dyn Source> = match &port.input {
                 Input::Pcap(_) => Box::new(PcapSource::new(frames)),
                 Input::Generator { frames, size } => {
                     Box::new(GeneratorSource::new(*frames, *size, net.mac))
                 }
                 Input::Loopback | Input::None => Box::new(NullSource),
             };
-            let (source, sink): (Box<dyn Source>, Box<dyn Sink>) = match (&cfg.input, &cfg.output) {
+            let (source, sink): (Box<dyn Source>, Box<dyn Sink>) = match (&port.input, &port.output)
+            {
                 (Input::Loopback, Output::Pcap(_)) => return Err(Error::LoopbackWithOutput),
                 (Input::Loopback, Output::Discard) => {
                     let (s, k) = endpoint::loopback();
@@ -146,7 +142,7 @@ pub fn prepare(
             };
             Ok(plain(NetBackend::Rust { source, sink }))
         }
-        (Backend::Rust, Some(name)) => {
+        Backend::RustTap { tap: name } => {
             tap_input("--tap")?;
             let out = output()?;
             // The header on the TAP is between our datapath and the kernel: the modern size.
@@ -171,14 +167,14 @@ pub fn prepare(
                 tap: Some(Arc::new(tap)),
             })
         }
-        (Backend::VhostKernel, tap) => {
-            let name = tap.as_ref().ok_or(Error::KernelNeedsTap)?;
+        Backend::VhostKernel { tap: name } => {
             tap_input("--backend vhost-kernel")?;
             let out = output()?;
             let tap = Arc::new(Tap::open(name, NET_HDR_LEN, net.max_frame)?);
             let vhost = Vhost::new(KernelNet::open(mem.clone(), tap.clone())?)?;
             vhost.check_features(net.features)?;
-            let harness = TapHarness::new(name, frames, true, None, device, out)?;
+            let harness = TapHarness::new(name, frames, true, None, device, out)?
+                .with_marker_back(marker_back);
             Ok(Prepared {
                 backend: NetBackend::Vhost(Box::new(vhost)),
                 harness: Some(harness),
@@ -187,12 +183,12 @@ pub fn prepare(
                 tap: Some(tap),
             })
         }
-        (Backend::VhostUser, tap) => {
+        Backend::VhostUser { socket, tap } => {
             // The input goes to our own backend, or to the harness on the backend's TAP.
-            let (socket, builtin, frames) = match &cfg.vhost_socket {
+            let (socket, builtin, frames) = match socket {
                 Some(socket) => {
-                    let endpoints = matches!(cfg.input, Input::Pcap(_) | Input::Generator { .. })
-                        || matches!(cfg.output, Output::Pcap(_));
+                    let endpoints = matches!(port.input, Input::Pcap(_) | Input::Generator { .. })
+                        || matches!(port.output, Output::Pcap(_));
                     if endpoints && tap.is_none() {
                         return Err(Error::ExternalEndpoints);
                     }
@@ -218,7 +214,10 @@ pub fn prepare(
                     tap_input("--tap")?;
                     // What the backend process holds is its own: our rings' size stands in.
                     let out = output()?;
-                    Some(TapHarness::new(name, frames, true, None, device, out)?)
+                    Some(
+                        TapHarness::new(name, frames, true, None, device, out)?
+                            .with_marker_back(marker_back),
+                    )
                 }
                 None => None,
             };
@@ -240,86 +239,6 @@ fn plain(backend: NetBackend) -> Prepared {
         builtin: None,
         end_marker: false,
         tap: None,
-    }
-}
-
-/// Our vhost-user backend on a thread of this process, serving one connection with pcap
-/// endpoints; the socket lives in a private temporary directory.
-pub struct BuiltIn {
-    socket: PathBuf,
-    _dir: tempfile::TempDir,
-    thread: JoinHandle<Result<Served, user_backend::Error>>,
-}
-
-/// What our vhost-user backend did.
-pub struct BuiltInEnd {
-    pub counters: NetCounters,
-    pub output_frames: u64,
-}
-
-impl BuiltIn {
-    fn spawn(
-        net: &NetConfig,
-        frames: Vec<Frame>,
-        stamps: Timestamps,
-        out: Option<PcapOut>,
-    ) -> Result<Self, Error> {
-        let dir = tempfile::Builder::new()
-            .prefix("vlab-vhost-user")
-            .tempdir()
-            .map_err(|e| Error::BuiltIn(format!("creating a socket directory: {e}")))?;
-        let socket = dir.path().join("backend.sock");
-        let source: Box<dyn Source> = Box::new(Marked::new(PcapSource::new(frames)));
-        let sink: Box<dyn Sink> = match out {
-            Some(out) => Box::new(UntilMarker::new(PcapSink::new(out, stamps), false)),
-            None => Box::new(UntilMarker::new(NullSink::default(), false)),
-        };
-        let cfg = BackendConfig {
-            features: DATA_FEATURES,
-            queue_size: net.queue_size,
-            max_frame: net.max_frame,
-        };
-        let path = socket.clone();
-        let thread = std::thread::Builder::new()
-            .name("vlab-vhost-user-backend".into())
-            .spawn(move || user_backend::serve(&path, cfg, source, sink, None, &NEVER))
-            .map_err(|e| Error::BuiltIn(format!("starting the backend thread: {e}")))?;
-        let deadline = Instant::now() + LISTEN_TIMEOUT;
-        while !socket.exists() {
-            if thread.is_finished() || Instant::now() > deadline {
-                let why = match thread.join() {
-                    Ok(Err(e)) => e.to_string(),
-                    _ => format!("not listening on {} in time", socket.display()),
-                };
-                return Err(Error::BuiltIn(why));
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        Ok(Self {
-            socket,
-            _dir: dir,
-            thread,
-        })
-    }
-
-    /// Waits for the backend to see the frontend go (call after the device let go of the
-    /// session) and, when `keep`, writes its output: every frame it received, however the
-    /// run ended.
-    pub fn finish(self, keep: bool) -> Result<BuiltInEnd, Error> {
-        let served = self
-            .thread
-            .join()
-            .map_err(|_| Error::BuiltIn("the backend thread panicked".into()))?
-            .map_err(|e| Error::BuiltIn(e.to_string()))?;
-        let Served { stats, mut sink } = served;
-        if keep {
-            sink.finish()
-                .map_err(|e| Error::BuiltIn(format!("finishing the output: {e}")))?;
-        }
-        Ok(BuiltInEnd {
-            counters: stats,
-            output_frames: sink.frames(),
-        })
     }
 }
 

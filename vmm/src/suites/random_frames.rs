@@ -2,7 +2,7 @@
 //! same seed on every machine. UDP and TCP over IPv4, UDP over IPv6, ARP and raw Ethernet,
 //! of every size in a range, to unicast, broadcast and multicast addresses, a share of them
 //! VLAN-tagged; built with `etherparse`, payloads random. A packet spec's `[random]` table
-//! asks for it (`vmm::pcap_spec`).
+//! asks for it (`vmm::suites::pcap_spec`).
 
 use device_model::fault::Rng;
 use etherparse::{PacketBuilder, VlanId};

@@ -1,6 +1,12 @@
 //! What both machines share: guest RAM, the buses, the serial port, the harness ports and
 //! the virtio-net PCI function with its backend.
 
+pub mod bus;
+pub mod harness;
+pub mod layout;
+pub mod pci_bus;
+pub mod serial;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -12,11 +18,11 @@ use device_model::virtio::{Memory, MsiMessage, MsiSink};
 use device_model::virtio_pci::{Options, VirtioPciDevice};
 use vm_memory::{FileOffset, GuestAddress};
 
-use crate::bus::Bus;
-use crate::harness::Harness;
-use crate::layout;
-use crate::pci_bus::PciBus;
-use crate::serial::{self, Echo};
+use self::bus::Bus;
+use self::harness::{Harness, HarnessPort};
+
+use self::serial::Echo;
+use crate::board::pci_bus::PciBus;
 
 pub type NetFunction = VirtioPciDevice<Net>;
 
@@ -39,7 +45,9 @@ pub enum Error {
     #[error("creating the virtio-net function: {0}")]
     Net(#[from] device_model::virtio_pci::Error),
     #[error("plugging the virtio-net function: {0}")]
-    Pci(#[from] crate::pci_bus::Error),
+    Pci(#[from] crate::board::pci_bus::Error),
+    #[error("{functions} virtio-net functions but {backends} backends")]
+    Backends { functions: usize, backends: usize },
 }
 
 /// Counts MSI messages by vector: the in-process machine's interrupt controller. The
@@ -70,20 +78,39 @@ impl MsiSink for MsiCounter {
     }
 }
 
-/// Everything a board is built from besides its endpoints and interrupt sink.
+/// One virtio-net function as the board is built with it.
+#[derive(Clone, Debug)]
+pub struct NetPortConfig {
+    pub net: NetConfig,
+    pub transport: Options,
+}
+
+/// Everything a board is built from besides its backends and interrupt sink.
 #[derive(Clone, Debug)]
 pub struct BoardConfig {
     /// Guest RAM in bytes.
     pub ram: u64,
-    pub net: NetConfig,
-    pub transport: Options,
+    /// The virtio-net functions, in slot order.
+    pub nets: Vec<NetPortConfig>,
+}
+
+/// One virtio-net function on the board.
+pub struct NetPort {
+    pub function: Arc<Mutex<NetFunction>>,
+    pub stats: Arc<NetStats>,
+}
+
+impl NetPort {
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, NetFunction> {
+        self.function.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 pub struct Board {
     pub mem: Arc<Memory>,
     pub bus: Arc<Bus>,
-    pub net: Arc<Mutex<NetFunction>>,
-    pub net_stats: Arc<NetStats>,
+    /// The virtio-net functions, in slot order (at least one).
+    pub nets: Vec<NetPort>,
     pub serial_log: Arc<Mutex<Vec<u8>>>,
     pub ram: u64,
 }
@@ -117,38 +144,51 @@ pub fn guest_memory(ram: u64) -> Result<Arc<Memory>, Error> {
 }
 
 impl Board {
-    /// A board on guest RAM `mem` (from [`guest_memory`]) whose virtio-net data queues
-    /// `backend` serves.
+    /// A board on guest RAM `mem` (from [`guest_memory`]) with a virtio-net function per
+    /// entry of `cfg.nets`, whose data queues the backend of the same index serves.
     pub fn new(
         cfg: &BoardConfig,
         mem: Arc<Memory>,
-        backend: Backend,
+        backends: Vec<Backend>,
         msi: Arc<dyn MsiSink>,
         echo: Echo,
     ) -> Result<Self, Error> {
-        let ram = cfg.ram;
-        let net = Net::with_backend(cfg.net.clone(), backend);
-        let net_stats = net.stats();
-        let net_shared = net.shared();
-        let net = VirtioPciDevice::new(net, mem.clone(), msi, cfg.transport)?;
-        let net = Arc::new(Mutex::new(net));
+        if backends.len() != cfg.nets.len() || backends.is_empty() {
+            return Err(Error::Backends {
+                functions: cfg.nets.len(),
+                backends: backends.len(),
+            });
+        }
         let mut pci = PciBus::new(layout::PCI_MMIO_START, layout::PCI_MMIO_SIZE);
-        pci.add(net.clone())?;
+        let mut nets = Vec::new();
+        let mut blocks = Vec::new();
+        for (port, backend) in cfg.nets.iter().zip(backends) {
+            let net = Net::with_backend(port.net.clone(), backend);
+            let stats = net.stats();
+            blocks.push(HarnessPort {
+                stats: stats.clone(),
+                shared: net.shared(),
+            });
+            let function = VirtioPciDevice::new(net, mem.clone(), msi.clone(), port.transport)?;
+            let function = Arc::new(Mutex::new(function));
+            pci.add(function.clone())?;
+            nets.push(NetPort { function, stats });
+        }
         let (uart, serial_log) = serial::uart(echo);
-        let harness = Arc::new(Harness::new(net_stats.clone(), net_shared));
+        let harness = Arc::new(Harness::new(blocks));
         let bus = Arc::new(Bus::new(mem.clone(), uart, harness, pci));
         Ok(Self {
             mem,
             bus,
-            net,
-            net_stats,
+            nets,
             serial_log,
-            ram,
+            ram: cfg.ram,
         })
     }
 
+    /// The first virtio-net function (the only one of a one-port run).
     pub fn net(&self) -> std::sync::MutexGuard<'_, NetFunction> {
-        self.net.lock().unwrap_or_else(|e| e.into_inner())
+        self.nets[0].lock()
     }
 
     /// Everything the guest printed so far.

@@ -1,5 +1,5 @@
 //! Pcap-driven cases: `<suite>/<case>/case.toml` beside an optional input: `in.pcap`, or
-//! `in.toml`, a packet spec (`crate::pcap_spec`) built into a pcap for each run.
+//! `in.toml`, a packet spec (`crate::suites::pcap_spec`) built into a pcap for each run.
 //!
 //! A case says what the guest does (mode and port setup), how the device presents itself,
 //! and on which transports it runs. The test harness (`tests/cases.rs`) runs it on the
@@ -12,9 +12,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::args::{DeviceArgs, GuestArgs, Transport};
-use crate::compare::Target;
-use crate::run::{Input, MachineKind, Mode, Output, RunConfig, RunReport};
+use crate::config::{
+    BackendKind, DeviceArgs, GuestArgs, Input, MachineKind, Mode, Output, PortConfig, RunConfig,
+    Transport,
+};
+use crate::run::RunReport;
 use device_model::pcap::{self, Frame};
 use serde::Deserialize;
 
@@ -42,7 +44,7 @@ pub struct CaseSpec {
     /// Backends the case does not apply to, each with the reason (rust-tap, vhost-kernel,
     /// vhost-user): `vlab compare` and the suites report them instead of running them.
     #[serde(default)]
-    pub out_of_scope: BTreeMap<Target, String>,
+    pub out_of_scope: BTreeMap<BackendKind, String>,
 }
 
 fn de_mode<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Mode, D::Error> {
@@ -155,7 +157,7 @@ pub enum Error {
     #[error(transparent)]
     Pcap(#[from] pcap::Error),
     #[error(transparent)]
-    Spec(#[from] crate::pcap_spec::Error),
+    Spec(#[from] crate::suites::pcap_spec::Error),
     #[error("running {case} on {machine}: {source}")]
     Run {
         case: String,
@@ -217,7 +219,7 @@ impl Case {
     /// The input frames (none for a case without input).
     pub fn input(&self) -> Result<Vec<Frame>, Error> {
         if let Some(spec) = self.spec_path() {
-            return Ok(crate::pcap_spec::parse(&spec)?);
+            return Ok(crate::suites::pcap_spec::parse(&spec)?);
         }
         match self.input_path() {
             Some(p) => Ok(pcap::read(&p, usize::MAX)?.frames),
@@ -232,7 +234,7 @@ impl Case {
         };
         let built = out_dir.join(format!("{}-in.pcap", self.name.replace('/', "_")));
         if !built.is_file() {
-            crate::pcap_spec::write(&crate::pcap_spec::parse(&spec)?, &built)?;
+            crate::suites::pcap_spec::write(&crate::suites::pcap_spec::parse(&spec)?, &built)?;
         }
         Ok(Some(built))
     }
@@ -245,7 +247,7 @@ impl Case {
         transport: Transport,
         out_dir: &Path,
     ) -> Result<CaseRun, Error> {
-        self.run_on(machine, transport, Target::Rust, out_dir)
+        self.run_on(machine, transport, BackendKind::Rust, out_dir)
     }
 
     /// Runs the case on `machine` over `transport` with backend `target`.
@@ -253,7 +255,7 @@ impl Case {
         &self,
         machine: MachineKind,
         transport: Transport,
-        target: Target,
+        target: BackendKind,
         out_dir: &Path,
     ) -> Result<CaseRun, Error> {
         let out = out_dir.join(format!(
@@ -262,23 +264,25 @@ impl Case {
             transport.name(),
             target.name()
         ));
-        let mut cfg = RunConfig {
+        let cfg = RunConfig {
             machine,
             mode: self.mode,
-            input: match self.input_file(out_dir)? {
-                Some(p) => Input::Pcap(p),
-                None => Input::None,
-            },
-            output: Output::Pcap(out.clone()),
             guest: GuestArgs {
                 transport: Some(transport),
                 ..self.spec.guest.clone()
             },
-            device: self.spec.device.clone(),
+            ports: vec![PortConfig {
+                device: self.spec.device.clone(),
+                backend: target.standalone(),
+                input: match self.input_file(out_dir)? {
+                    Some(p) => Input::Pcap(p),
+                    None => Input::None,
+                },
+                output: Output::Pcap(out.clone()),
+            }],
             timeout: Duration::from_secs(60),
             ..RunConfig::default()
         };
-        target.apply(&mut cfg);
         let report = crate::run::run(&cfg, Instant::now()).map_err(|source| Error::Run {
             case: format!("{} ({}, {target})", self.name, transport.name()),
             machine: machine.name(),
@@ -350,7 +354,7 @@ impl CaseRun {
         s.push_str("--- guest log\n");
         s.push_str(&String::from_utf8_lossy(&r.serial));
         s.push_str("--- output\n");
-        s.push_str(&crate::decode::frames(
+        s.push_str(&crate::suites::decode::frames(
             self.frames.iter().map(|f| f.data.as_slice()),
         ));
         s

@@ -18,9 +18,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::args::{Backend, DeviceArgs, GuestArgs};
-use crate::compare::{first_difference, unique_tap_name, Difference};
-use crate::run::{Input, MachineKind, Mode, Output, RunConfig, RunReport};
+use crate::config::{
+    BackendKind, DeviceArgs, GuestArgs, Input, MachineKind, Mode, Output, PortConfig, RunConfig,
+};
+use crate::run::RunReport;
+use crate::suites::compare::{first_difference, Difference};
 
 /// Bumped when the format changes in a way an older vlab cannot read.
 pub const FORMAT: u32 = 1;
@@ -66,7 +68,7 @@ pub struct Description {
     pub guest_image_sha256: Option<String>,
     pub machine: String,
     pub mode: String,
-    pub backend: Backend,
+    pub backend: BackendKind,
     /// Whether traffic went through a TAP (its name is chosen afresh on replay).
     pub tap: bool,
     pub ram_mib: u64,
@@ -127,7 +129,7 @@ pub fn record(
         move |source| Error::Io { path, source }
     };
     std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let input = match &cfg.input {
+    let input = match &cfg.port().input {
         Input::Pcap(p) => {
             let to = dir.join("in.pcap");
             if p != &to {
@@ -148,13 +150,13 @@ pub fn record(
         guest_image_sha256: image.map(sha256_file).transpose()?,
         machine: cfg.machine.name().to_string(),
         mode: cfg.mode.name().to_string(),
-        backend: cfg.backend,
-        tap: cfg.tap.is_some(),
+        backend: cfg.port().backend.kind(),
+        tap: cfg.port().backend.tap().is_some(),
         ram_mib: cfg.ram >> 20,
         timeout_secs: cfg.timeout.as_secs(),
         input,
         guest: cfg.guest.clone(),
-        device: cfg.device.clone(),
+        device: cfg.port().device.clone(),
         result: Recorded {
             exit_code: report.exit_code,
             negotiated: feature_names(report.features),
@@ -208,17 +210,23 @@ pub fn config(dir: &Path, desc: &Description, out: &Path) -> Result<RunConfig, E
         machine,
         mode,
         guest: desc.guest.clone(),
-        device: desc.device.clone(),
-        input: if desc.input {
-            Input::Pcap(dir.join("in.pcap"))
-        } else {
-            Input::None
-        },
-        output: Output::Pcap(out.to_path_buf()),
+        ports: vec![PortConfig {
+            device: desc.device.clone(),
+            // Bundles before rust-tap had a name said `rust` with `tap = true`.
+            backend: match (desc.backend, desc.tap) {
+                (BackendKind::Rust, true) => BackendKind::RustTap,
+                (kind, _) => kind,
+            }
+            .standalone(),
+            input: if desc.input {
+                Input::Pcap(dir.join("in.pcap"))
+            } else {
+                Input::None
+            },
+            output: Output::Pcap(out.to_path_buf()),
+        }],
         ram: desc.ram_mib << 20,
         timeout: Duration::from_secs(desc.timeout_secs),
-        backend: desc.backend,
-        tap: desc.tap.then(unique_tap_name),
         ..RunConfig::default()
     })
 }

@@ -32,29 +32,6 @@ impl Transport {
     }
 }
 
-/// Who serves the device's data queues.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Backend {
-    /// The pure-Rust userspace backend: a datapath thread in vlab.
-    #[default]
-    Rust,
-    /// The kernel's vhost-net (/dev/vhost-net) on a TAP.
-    VhostKernel,
-    /// A vhost-user backend on a UNIX socket (--socket), or vlab's own on a thread.
-    VhostUser,
-}
-
-impl Backend {
-    pub fn name(self) -> &'static str {
-        match self {
-            Backend::Rust => "rust",
-            Backend::VhostKernel => "vhost-kernel",
-            Backend::VhostUser => "vhost-user",
-        }
-    }
-}
-
 /// The guest application's port setup. Unset values take the application's defaults
 /// (testpmd's: promiscuous on, rings of 256, bursts of 32, every feature asked for).
 #[derive(Clone, Debug, Default, Args, Deserialize, Serialize)]

@@ -59,6 +59,15 @@ pub enum Error {
          side read them"
     )]
     InjectionDropped { tap: String, dropped: u64 },
+    #[error(
+        "the capture on {tap} never saw the end marker the guest forwarded ({seen} frames \
+         captured in {grace:?}): the backend did not write everything it was given"
+    )]
+    NoMarker {
+        tap: String,
+        seen: u64,
+        grace: Duration,
+    },
     #[error("the TAP harness on {tap}: {why}")]
     Thread { tap: String, why: String },
 }
@@ -110,6 +119,12 @@ pub struct TapHarness {
     stamps: Timestamps,
     out: Option<PcapOut>,
     threads: Option<Running>,
+    /// The guest forwards the end marker, so the capture is complete only once it has come
+    /// back: a backend that is not ours may complete the guest's transmission before it
+    /// writes the frame to the interface (DPDK's does), so the interface's counter alone
+    /// can be read too early.
+    marker_back: bool,
+    marker_seen: Arc<AtomicBool>,
 }
 
 struct Running {
@@ -159,7 +174,16 @@ impl TapHarness {
             stamps,
             out,
             threads: None,
+            marker_back: false,
+            marker_seen: Arc::default(),
         })
+    }
+
+    /// Makes a completed run wait for the end marker to come back (the guest forwards it:
+    /// io and macswap), see [`TapHarness::marker_back`].
+    pub fn with_marker_back(mut self, back: bool) -> Self {
+        self.marker_back = back;
+        self
     }
 
     fn thread_err(&self, why: String) -> Error {
@@ -226,11 +250,12 @@ impl TapHarness {
             .map_err(|e| self.thread_err(e.to_string()))?;
         let stop_cap = stop.clone();
         let flow = self.flow.clone();
+        let marker_seen = self.marker_seen.clone();
         flow.capturing.store(true, Ordering::Release);
         let capture = std::thread::Builder::new()
             .name("vlab-tap-capture".into())
             .spawn(move || {
-                let captured = capture(rx, &flow, &stop_cap);
+                let captured = capture(rx, &flow, &marker_seen, &stop_cap);
                 // A sink of ours waits for the capture only while it runs.
                 flow.capturing.store(false, Ordering::Release);
                 captured
@@ -255,8 +280,16 @@ impl TapHarness {
             return Ok(0);
         };
         let since = |now: u64, base: u64| now.saturating_sub(base);
-        let written = since(t.counters.written_by_device()?, t.base[1]);
         let deadline = Instant::now() + CAPTURE_GRACE;
+        if completed && self.marker_back {
+            while !self.marker_seen.load(Ordering::Acquire)
+                && self.flow.capturing.load(Ordering::Acquire)
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        let written = since(t.counters.written_by_device()?, t.base[1]);
         while completed
             && self.flow.captured.load(Ordering::Acquire) < written
             && self.flow.capturing.load(Ordering::Acquire)
@@ -272,6 +305,13 @@ impl TapHarness {
             .map_err(|_| self.thread_err("the capture thread panicked".into()))??;
         injected.map_err(|_| self.thread_err("the injector thread panicked".into()))??;
         let seen = self.flow.captured.load(Ordering::Acquire);
+        if completed && self.marker_back && !self.marker_seen.load(Ordering::Acquire) {
+            return Err(Error::NoMarker {
+                tap: self.name.clone(),
+                seen,
+                grace: CAPTURE_GRACE,
+            });
+        }
         if completed && seen < written {
             return Err(Error::Missing {
                 tap: self.name.clone(),
@@ -329,12 +369,19 @@ impl Pacing<'_> {
 }
 
 /// Takes every frame that comes in on `rx` until `stop`, counting them in `flow`.
-fn capture(mut rx: PacketSocket, flow: &TapFlow, stop: &AtomicBool) -> Result<Captured, Error> {
+fn capture(
+    mut rx: PacketSocket,
+    flow: &TapFlow,
+    marker_seen: &AtomicBool,
+    stop: &AtomicBool,
+) -> Result<Captured, Error> {
     let mut frames = Vec::new();
     let mut buf = vec![0u8; 65_536];
     while !stop.load(Ordering::Acquire) {
         if let Some(n) = rx.recv(&mut buf)? {
-            if !marker::is_end(&buf[..n]) {
+            if marker::is_end(&buf[..n]) {
+                marker_seen.store(true, Ordering::Release);
+            } else {
                 frames.push(buf[..n].to_vec());
             }
             flow.captured.fetch_add(1, Ordering::AcqRel);

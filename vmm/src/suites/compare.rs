@@ -7,99 +7,11 @@
 
 use std::fmt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use device_model::pcap::Frame;
-use serde::Deserialize;
 
-use crate::args::{Backend, Transport};
-use crate::case::{Case, CaseRun, Error};
-use crate::run::{MachineKind, RunConfig};
-
-/// A backend setup a case can run on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Target {
-    /// The rust datapath between the pcap files.
-    Rust,
-    /// The rust datapath through a TAP: the harness injects and captures on the interface.
-    RustTap,
-    /// vhost-net on a TAP.
-    VhostKernel,
-    /// vlab's own vhost-user backend on a socket.
-    VhostUser,
-}
-
-impl Target {
-    pub const ALL: [Target; 4] = [
-        Target::Rust,
-        Target::RustTap,
-        Target::VhostKernel,
-        Target::VhostUser,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Target::Rust => "rust",
-            Target::RustTap => "rust-tap",
-            Target::VhostKernel => "vhost-kernel",
-            Target::VhostUser => "vhost-user",
-        }
-    }
-
-    pub fn parse(s: &str) -> Result<Self, String> {
-        Self::ALL
-            .into_iter()
-            .find(|t| t.name() == s)
-            .ok_or_else(|| {
-                format!("unknown backend '{s}' (known: rust, rust-tap, vhost-kernel, vhost-user)")
-            })
-    }
-
-    /// Why this machine cannot run the target, if it cannot.
-    pub fn unavailable(self) -> Option<String> {
-        let open = |path: &str| {
-            std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(path)
-                .err()
-                .map(|e| format!("{path}: {e}"))
-        };
-        match self {
-            Target::Rust | Target::VhostUser => None,
-            Target::RustTap => open("/dev/net/tun"),
-            Target::VhostKernel => open("/dev/vhost-net").or_else(|| open("/dev/net/tun")),
-        }
-    }
-
-    /// Sets `cfg` up for this target.
-    pub fn apply(self, cfg: &mut RunConfig) {
-        let (backend, tap) = match self {
-            Target::Rust => (Backend::Rust, false),
-            Target::RustTap => (Backend::Rust, true),
-            Target::VhostKernel => (Backend::VhostKernel, true),
-            Target::VhostUser => (Backend::VhostUser, false),
-        };
-        cfg.backend = backend;
-        cfg.vhost_socket = None;
-        cfg.tap = tap.then(unique_tap_name);
-    }
-}
-
-impl fmt::Display for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// A TAP name no other run of this process or another uses at the same time (15 bytes at
-/// most): `vl`, the process id, a counter.
-pub fn unique_tap_name() -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    format!("vl{}x{n}", std::process::id() % 10_000_000)
-}
+use crate::config::{BackendKind, MachineKind, Transport};
+use crate::suites::case::{Case, CaseRun, Error};
 
 /// Where two outputs first part.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -151,7 +63,7 @@ pub fn first_difference(reference: &[Frame], other: &[Frame]) -> Option<Differen
                 if p != q {
                     let show = |v: &[u8]| {
                         if name.ends_with("MAC") {
-                            crate::decode::mac(v)
+                            crate::suites::decode::mac(v)
                         } else {
                             format!("0x{}", hex(v))
                         }
@@ -252,12 +164,12 @@ pub fn compare_case(
     case: &Case,
     transport: Transport,
     machine: MachineKind,
-    targets: &[Target],
+    targets: &[BackendKind],
     out_dir: &Path,
-) -> Result<(CaseRun, Vec<(Target, Outcome)>), Error> {
-    let reference = case.run_on(machine, transport, Target::Rust, out_dir)?;
+) -> Result<(CaseRun, Vec<(BackendKind, Outcome)>), Error> {
+    let reference = case.run_on(machine, transport, BackendKind::Rust, out_dir)?;
     let mut outcomes = Vec::new();
-    for &t in targets.iter().filter(|t| **t != Target::Rust) {
+    for &t in targets.iter().filter(|t| **t != BackendKind::Rust) {
         let outcome = if let Some(why) = case.spec.out_of_scope.get(&t) {
             Outcome::OutOfScope(why.clone())
         } else if let Some(why) = t.unavailable() {
@@ -337,12 +249,13 @@ pub fn load_cases(path: &Path) -> Result<Vec<Case>, Error> {
             .map(|d| Case::load(name_of(&d, 2), d))
             .collect();
     }
-    crate::case::discover(path)
+    crate::suites::case::discover(path)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::backend::unique_tap_name;
     use std::time::Duration;
 
     fn f(data: &[u8]) -> Frame {
