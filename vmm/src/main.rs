@@ -41,6 +41,15 @@ enum Command {
     Replay {
         /// The bundle directory.
         dir: PathBuf,
+        /// Run it on this backend instead of the recorded one (rust, rust-tap,
+        /// vhost-kernel, vhost-user) and compare as `vlab compare` does: the guest's
+        /// verdict and the output. Faults only the rust backend injects are left out and
+        /// named.
+        #[arg(long, value_enum)]
+        backend: Option<BackendKind>,
+        /// Run it on this machine instead of the recorded one.
+        #[arg(long, value_enum)]
+        machine: Option<MachineArg>,
     },
     /// Run suites: every case on both machines and every backend in scope and available.
     Test(TestArgs),
@@ -380,17 +389,39 @@ fn compare(args: &CompareArgs) -> anyhow::Result<u8> {
 }
 
 /// `vlab replay`: 0 when the run did the same again, 1 with the first divergence.
-fn replay(dir: &std::path::Path) -> anyhow::Result<u8> {
-    use vmm::suites::bundle::Replay;
-    let (desc, r) = vmm::suites::bundle::replay(dir)?;
-    let what = format!(
+fn replay(
+    dir: &std::path::Path,
+    backend: Option<BackendKind>,
+    machine: Option<MachineArg>,
+) -> anyhow::Result<u8> {
+    use vmm::suites::bundle::{Replay, ReplayOn};
+    let on = ReplayOn {
+        backend,
+        machine: machine.map(machine_kind),
+    };
+    let (desc, r) = vmm::suites::bundle::replay(dir, on)?;
+    let mut what = format!(
         "{} {} on {} ({} backend)",
         desc.mode,
         dir.display(),
-        desc.machine,
-        desc.backend.name()
+        r.machine.name(),
+        r.backend.name()
     );
-    let line = match &r {
+    if r.elsewhere || r.machine.name() != desc.machine {
+        what += &format!(
+            ", recorded on {} ({} backend)",
+            desc.machine,
+            desc.backend.name()
+        );
+    }
+    if !r.not_reproducible.is_empty() {
+        println!(
+            "vlab replay: faults only the rust backend injects, not reproducible on {}: {}",
+            r.backend.name(),
+            r.not_reproducible.join(", ")
+        );
+    }
+    let line = match &r.verdict {
         Replay::Identical => format!(
             "vlab replay: {what}: identical (exit code {}, {} frames out)",
             desc.result.exit_code, desc.result.output_frames
@@ -411,7 +442,7 @@ fn replay(dir: &std::path::Path) -> anyhow::Result<u8> {
         ),
     };
     println!("{line}");
-    Ok(u8::from(!matches!(r, Replay::Identical)))
+    Ok(u8::from(!matches!(r.verdict, Replay::Identical)))
 }
 
 fn machine_kind(m: MachineArg) -> MachineKind {
@@ -505,7 +536,11 @@ fn main() -> ExitCode {
         Command::Pcap(PcapCommand::Build { spec, out }) => pcap_build(spec, out),
         Command::Compare(args) => compare(args),
         Command::Test(args) => test(args),
-        Command::Replay { dir } => replay(dir),
+        Command::Replay {
+            dir,
+            backend,
+            machine,
+        } => replay(dir, *backend, *machine),
         Command::VhostUserBackend(args) => vmm::backends::process::run(args).map_err(Into::into),
     };
     let code = match r {

@@ -163,3 +163,79 @@ fn the_same_case_gives_the_same_bytes_every_time() {
         }
     }
 }
+
+/// Records a clean io run of the mixed case on `machine` into `dir`.
+fn record_clean(dir: &Path, machine: &str) {
+    let o = vlab(&[
+        "run",
+        "--mode",
+        "io",
+        "-q",
+        "--machine",
+        machine,
+        "--pcap-in",
+        mixed().to_str().unwrap(),
+        "--record",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
+
+#[test]
+fn a_bundle_replays_on_other_backends_and_machines() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = tmp.path().join("clean");
+    record_clean(&b, "kvm");
+    let dir = b.to_str().unwrap();
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["--backend", "vhost-user"],
+            "io {dir} on kvm (vhost-user backend), recorded on kvm (rust backend): identical \
+             (exit code 0, 27 frames out)",
+        ),
+        (
+            &["--backend", "rust-tap", "--machine", "inprocess"],
+            "io {dir} on inprocess (rust-tap backend), recorded on kvm (rust backend): \
+             identical (exit code 0, 27 frames out)",
+        ),
+        (
+            &["--machine", "inprocess"],
+            "io {dir} on inprocess (rust backend), recorded on kvm (rust backend): identical \
+             (exit code 0, 27 frames out)",
+        ),
+        (
+            &["--backend", "rust"],
+            "io {dir} on kvm (rust backend): identical (exit code 0, 27 frames out)",
+        ),
+    ];
+    for (args, expect) in cases {
+        let mut argv = vec!["replay", dir];
+        argv.extend_from_slice(args);
+        let o = vlab(&argv);
+        let expect = expect.replace("{dir}", dir);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", text(&o));
+        assert!(text(&o).contains(&expect), "{args:?}: {}", text(&o));
+    }
+}
+
+#[test]
+fn rust_only_faults_are_named_when_replayed_on_another_backend() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = tmp.path().join("faulty");
+    record_faulty(&b, "inprocess");
+    let o = vlab(&["replay", b.to_str().unwrap(), "--backend", "vhost-user"]);
+    let t = text(&o);
+    assert!(
+        t.contains(
+            "vlab replay: faults only the rust backend injects, not reproducible on \
+             vhost-user: --drop, --duplicate, --reorder"
+        ),
+        "{t}"
+    );
+    // Without the faults the guest sees the case as it is: 27 frames, not the 29 recorded.
+    assert!(
+        t.contains("(vhost-user backend), recorded on inprocess (rust backend): DIVERGES"),
+        "{t}"
+    );
+    assert_eq!(o.status.code(), Some(1), "{t}");
+}

@@ -352,6 +352,33 @@ pub struct DeviceArgs {
     pub panic_after: Option<u64>,
 }
 
+impl DeviceArgs {
+    /// These settings without the faults only vlab's rust datapath injects (every fault
+    /// is one), and the names of those that were set.
+    pub fn without_rust_faults(&self) -> (DeviceArgs, Vec<&'static str>) {
+        let mut d = self.clone();
+        let mut named = Vec::new();
+        let mut take = |set: bool, name| {
+            if set {
+                named.push(name);
+            }
+        };
+        take(d.drop.take().is_some(), "--drop");
+        take(d.duplicate.take().is_some(), "--duplicate");
+        take(d.reorder.take().is_some(), "--reorder");
+        take(d.delay_used_us.take().is_some(), "--delay-used-us");
+        take(
+            d.withhold_interrupts.take().is_some(),
+            "--withhold-interrupts",
+        );
+        take(d.shrink_rx.take().is_some(), "--shrink-rx");
+        take(d.link_flap.take().is_some(), "--link-flap");
+        take(d.panic_after.take().is_some(), "--panic-after");
+        d.fault_seed = None;
+        (d, named)
+    }
+}
+
 fn probability(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),

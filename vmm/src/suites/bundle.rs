@@ -250,20 +250,64 @@ pub enum Replay {
     },
 }
 
-/// Runs the bundle in `dir` again and compares.
-pub fn replay(dir: &Path) -> Result<(Description, Replay), Error> {
+/// Where a bundle runs again: by default where it was recorded.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReplayOn {
+    pub backend: Option<BackendKind>,
+    pub machine: Option<MachineKind>,
+}
+
+/// A replay's verdict, and where it ran.
+#[derive(Debug)]
+pub struct Replayed {
+    pub verdict: Replay,
+    pub backend: BackendKind,
+    pub machine: MachineKind,
+    /// Whether it ran on another backend than the recorded one: then, as `vlab compare`
+    /// does, the guest's verdict and the output are compared, not its log (a vhost
+    /// backend's run ends on an end marker the guest is told of).
+    pub elsewhere: bool,
+    /// Faults the recorded run had that only the rust backend injects, left out here.
+    pub not_reproducible: Vec<&'static str>,
+}
+
+/// Runs the bundle in `dir` again, where `on` says, and compares.
+pub fn replay(dir: &Path, on: ReplayOn) -> Result<(Description, Replayed), Error> {
     let desc = load(dir)?;
     let scratch = tempfile::tempdir().map_err(|source| Error::Io {
         path: std::env::temp_dir(),
         source,
     })?;
     let out = scratch.path().join("out.pcap");
-    let cfg = config(dir, &desc, &out)?;
+    let mut cfg = config(dir, &desc, &out)?;
+    let recorded_on = cfg.port().backend.kind();
+    if let Some(m) = on.machine {
+        cfg.machine = m;
+    }
+    let mut not_reproducible = Vec::new();
+    if let Some(kind) = on.backend.filter(|k| *k != recorded_on) {
+        let port = cfg.port_mut();
+        port.backend = kind.standalone();
+        if kind != BackendKind::Rust {
+            let (device, faults) = port.device.without_rust_faults();
+            port.device = device;
+            not_reproducible = faults;
+        }
+    }
+    let backend = cfg.port().backend.kind();
+    let done = |verdict| Replayed {
+        verdict,
+        backend,
+        machine: cfg.machine,
+        elsewhere: backend != recorded_on,
+        not_reproducible: not_reproducible.clone(),
+    };
     let report = crate::run::run(&cfg, std::time::Instant::now())?;
     if report.exit_code != desc.result.exit_code {
         let recorded = desc.result.exit_code;
         let now = report.exit_code;
-        return Ok((desc, Replay::ExitCode { recorded, now }));
+        let r = done(Replay::ExitCode { recorded, now });
+        return Ok((desc, r));
     }
     let read = |p: &Path| -> Result<Vec<device_model::pcap::Frame>, Error> {
         if p.is_file() {
@@ -274,7 +318,12 @@ pub fn replay(dir: &Path) -> Result<(Description, Replay), Error> {
     };
     let (recorded, now) = (read(&output_path(dir))?, read(&out)?);
     if let Some(d) = first_difference(&recorded, &now) {
-        return Ok((desc, Replay::Output(d)));
+        let r = done(Replay::Output(d));
+        return Ok((desc, r));
+    }
+    if backend != recorded_on {
+        let r = done(Replay::Identical);
+        return Ok((desc, r));
     }
     let log_path = dir.join("serial.log");
     let log = std::fs::read(&log_path).map_err(|source| Error::Io {
@@ -293,14 +342,13 @@ pub fn replay(dir: &Path) -> Result<(Description, Replay), Error> {
         .enumerate()
         .find(|(_, (r, n))| r != n)
     {
-        return Ok((
-            desc,
-            Replay::Log {
-                line: line + 1,
-                recorded: r.to_string(),
-                now: n.to_string(),
-            },
-        ));
+        let r = done(Replay::Log {
+            line: line + 1,
+            recorded: r.to_string(),
+            now: n.to_string(),
+        });
+        return Ok((desc, r));
     }
-    Ok((desc, Replay::Identical))
+    let r = done(Replay::Identical);
+    Ok((desc, r))
 }
