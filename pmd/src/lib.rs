@@ -6,18 +6,27 @@
 //! and on an ordinary host thread (the in-process machine of `vmm`).
 //!
 //! Layers, bottom up:
-//! - [`pci`]: configuration mechanism #1 and capability walking;
-//! - [`transport`]: the virtio PCI transport (modern);
-//! - [`virtqueue`]: driver side of split virtqueues;
+//! - [`pci`]: configuration mechanism #1 and capability walking; [`msix`]: programming an
+//!   MSI-X vector;
+//! - [`transport`]: the virtio PCI transports (modern and legacy);
+//! - [`virtqueue`]: driver side of virtqueues, one type whatever the ring layout (split
+//!   today);
 //! - [`mbuf`]: a fixed pool of packet buffers in DMA memory;
 //! - [`net`]: the virtio-net port: initialisation, `rx_burst`, `tx_burst`;
-//! - [`testpmd`]: a testpmd-like application on top (io, macswap, rxonly, txonly);
-//! - [`hostile`]: its hostile mode, a driver that breaks the rules on purpose.
+//! - [`config`], [`frames`]: the application's command line and its generated frames;
+//! - [`hostile`]: the hostile mode, a driver that breaks the rules on purpose;
+//! - [`testpmd`]: a testpmd-like application on top (io, macswap, rxonly, txonly, and
+//!   dispatching to the hostile mode).
+//!
+//! Modules depend on the ones above them in this list only (and on [`hal`], [`console`],
+//! [`harness`]).
 #![no_std]
 
 extern crate alloc;
 
+pub mod config;
 pub mod console;
+pub mod frames;
 pub mod hal;
 pub mod harness;
 pub mod hostile;
@@ -28,3 +37,6 @@ pub mod pci;
 pub mod testpmd;
 pub mod transport;
 pub mod virtqueue;
+
+#[cfg(test)]
+mod testing;

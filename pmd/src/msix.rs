@@ -1,5 +1,6 @@
 //! Programming one MSI-X vector of a PCI function, for the configuration-change interrupt.
-//! The queues are polled and keep NO_VECTOR.
+//! The queues are polled and keep [`NO_VECTOR`] (which vectors a port may use:
+//! [`crate::net::irq`]).
 
 use crate::hal::{Hal, Width};
 use crate::pci::{self, Bar, ConfigSpace};
@@ -8,6 +9,10 @@ use crate::pci::{self, Bar, ConfigSpace};
 const MSI_ADDRESS: u32 = 0xfee0_0000;
 const CONTROL_ENABLE: u16 = 1 << 15;
 const CONTROL_FUNCTION_MASK: u16 = 1 << 14;
+
+/// The virtio "no vector" value for `config_msix_vector` / `queue_msix_vector`: no
+/// interrupt.
+pub const NO_VECTOR: u16 = 0xffff;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Error {

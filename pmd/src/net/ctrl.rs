@@ -5,7 +5,7 @@
 //! polls for the answer, as DPDK's `virtio_send_command` does.
 
 use crate::hal::{Dma, Hal};
-use crate::virtqueue::{self, Buf, SplitQueue};
+use crate::virtqueue::{self, Buf, Virtqueue};
 
 /// Command classes and commands.
 pub mod class {
@@ -44,19 +44,20 @@ pub enum CtrlError {
     TooLong(usize),
 }
 
-pub(super) struct CtrlQueue {
-    vq: SplitQueue,
+pub(super) struct CtrlQueue<'a, H: Hal> {
+    hal: &'a H,
+    vq: Virtqueue<'a, H>,
     buf: Dma,
 }
 
-impl CtrlQueue {
-    pub fn new<H: Hal>(hal: &H, mut vq: SplitQueue) -> Result<Self, virtqueue::Error> {
+impl<'a, H: Hal> CtrlQueue<'a, H> {
+    pub fn new(hal: &'a H, mut vq: Virtqueue<'a, H>) -> Result<Self, virtqueue::Error> {
         // Polled like the others: no interrupts for answers.
         vq.suppress_interrupts();
         let buf = hal
             .dma_alloc(BUF, 64)
             .ok_or(virtqueue::Error::NoMemory(vq.size()))?;
-        Ok(Self { vq, buf })
+        Ok(Self { hal, vq, buf })
     }
 
     fn write(&mut self, at: usize, bytes: &[u8]) {
@@ -78,9 +79,8 @@ impl CtrlQueue {
     }
 
     /// Sends one command and waits for the device's answer.
-    pub fn send<H: Hal>(
+    pub fn send(
         &mut self,
-        hal: &H,
         notify: impl Fn(u16),
         class: u8,
         cmd: u8,
@@ -118,24 +118,23 @@ impl CtrlQueue {
             .vq
             .add(chain)
             .expect("the control queue holds one command at a time");
-        self.vq.publish();
-        if self.vq.should_notify(hal) {
+        if self.vq.kick_prepare() {
             notify(self.vq.index());
         }
         let used = loop {
             if let Some(u) = self.vq.pop_used() {
                 break u;
             }
-            hal.relax();
+            self.hal.relax();
         };
-        if !self.vq.free_chain(used.id) || used.id != u32::from(head) {
+        if !used.is_ok_and(|u| u.id == head) {
             return Err(CtrlError::BadAck {
                 class,
                 cmd,
                 ack: 0xff,
             });
         }
-        hal.rmb();
+        self.hal.rmb();
         match self.read(ack_at) {
             OK => Ok(()),
             ERR => Err(CtrlError::Refused { class, cmd }),

@@ -1,8 +1,17 @@
 //! A virtio-net port: device discovery, the virtio initialisation sequence (3.1.1), the burst
 //! API of a DPDK ethdev (`rx_burst`, `tx_burst`), the control queue, link state, and DPDK's
 //! software VLAN offloads.
+//!
+//! A port is the n-th virtio-net function on the bus; it holds its queue pairs as a list
+//! (one pair today: virtio-net's queues 2k and 2k + 1 are pair k, the control queue comes
+//! after the last pair) and takes its interrupts on vectors of its own ([`irq`]).
 
 mod ctrl;
+pub mod irq;
+mod rx;
+#[cfg(test)]
+mod tests;
+mod tx;
 mod vlan;
 
 use alloc::vec::Vec;
@@ -10,10 +19,13 @@ use alloc::vec::Vec;
 use crate::hal::Hal;
 use crate::mbuf::{Mbuf, MbufPool};
 use crate::msix;
-use crate::pci::{self, ConfigSpace};
+use crate::pci::{self, Bdf, ConfigSpace};
 use crate::transport::{self, status, AnyTransport, Kind, Transport};
-use crate::virtqueue::{self, Buf, SplitQueue};
+use crate::virtqueue::{self, Layout, Options, Virtqueue};
 pub use ctrl::{class as ctrl_class, cmd as ctrl_cmd, CtrlError};
+pub use irq::config_vector;
+use rx::{RxParams, RxQueue};
+use tx::TxQueue;
 pub use vlan::TX_VLAN;
 
 pub const VIRTIO_VENDOR: u16 = 0x1af4;
@@ -85,21 +97,64 @@ pub const NET_HDR_LEN: usize = 12;
 /// The legacy header without `num_buffers`.
 pub const NET_HDR_LEN_LEGACY: usize = 10;
 
-/// APIC vector of the configuration-change interrupt (link state).
-pub const CONFIG_VECTOR: u8 = 0x40;
-/// MSI-X table entry used for it.
-const CONFIG_MSIX_ENTRY: u16 = 0;
 /// Entries of each tx indirect table: the most segments one frame may have that way.
 pub const MAX_TX_SEGS: u16 = 32;
 
-const RX_QUEUE: u16 = 0;
-const TX_QUEUE: u16 = 1;
-const CTRL_QUEUE: u16 = 2;
+/// Queue pairs a port sets up (no VIRTIO_NET_F_MQ yet: one).
+pub const QUEUE_PAIRS: u16 = 1;
+
+/// The device's receive queue of pair `pair`.
+pub const fn rx_queue(pair: u16) -> u16 {
+    2 * pair
+}
+
+/// The device's transmit queue of pair `pair`.
+pub const fn tx_queue(pair: u16) -> u16 {
+    2 * pair + 1
+}
+
+/// The device's control queue, after `pairs` queue pairs.
+pub const fn ctrl_queue(pairs: u16) -> u16 {
+    2 * pairs
+}
+
+/// Whether a PCI vendor and device ID are a virtio-net function (modern or transitional).
+pub fn is_virtio_net(vendor: u16, device: u16) -> bool {
+    vendor == VIRTIO_VENDOR && (device == DEVICE_ID_MODERN || device == DEVICE_ID_TRANSITIONAL)
+}
+
+/// The `nth` virtio-net function on bus 0 (0 is the first, in bus order) and its device
+/// ID. Scans no further than that function.
+pub fn find_function<H: Hal>(hal: &H, nth: u8) -> Result<(Bdf, u16), Error> {
+    let mut seen = 0u8;
+    pci::find_on_bus0(hal, |bdf, vendor, device| {
+        if !is_virtio_net(vendor, device) {
+            return None;
+        }
+        if seen == nth {
+            return Some((bdf, device));
+        }
+        seen += 1;
+        None
+    })
+    .ok_or(if seen == 0 {
+        Error::NoDevice
+    } else {
+        Error::NoSuchPort {
+            port: nth,
+            found: seen,
+        }
+    })
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
     #[error("no virtio-net PCI function (1af4:1041 or 1af4:1000) on bus 0")]
     NoDevice,
+    #[error("no port {port}: bus 0 has {found} virtio-net PCI functions, ports 0 to {last}", last = .found - 1)]
+    NoSuchPort { port: u8, found: u8 },
+    #[error("port {0}: interrupt vectors are planned for {max} ports", max = irq::MAX_PORTS)]
+    TooManyPorts(u8),
     #[error("the virtio-net function is modern-only (1af4:1041): it has no legacy interface")]
     NotTransitional,
     #[error(transparent)]
@@ -197,26 +252,25 @@ pub struct RingAdjusted {
     pub used: u16,
 }
 
+/// One receive and one transmit queue: pair k is the device's queues 2k and 2k + 1.
+struct QueuePair<'a, H: Hal> {
+    rx: RxQueue<'a, H>,
+    tx: TxQueue<'a, H>,
+}
+
 pub struct Port<'a, H: Hal> {
     hal: &'a H,
+    /// Which virtio-net function of the bus this is (0 the first).
+    id: u8,
     transport: AnyTransport<'a, H>,
     pool: &'a MbufPool,
     features: u64,
     hdr_len: usize,
     mac: [u8; 6],
     mtu: Option<u16>,
-    rx: SplitQueue,
-    rx_slots: Vec<Option<Mbuf<'a>>>,
-    /// Buffers kept posted: what the application asked for, even when the device made the
-    /// ring larger, so the rx ring never takes more of the pool than was planned.
-    rx_target: u16,
-    /// A mergeable frame whose later buffers the device has not returned yet.
-    rx_partial: Option<(Mbuf<'a>, u16)>,
-    tx: SplitQueue,
-    tx_slots: Vec<Option<Mbuf<'a>>>,
-    tx_bufs: Vec<Buf>,
-    tx_heads: Vec<Option<u16>>,
-    ctrl: Option<ctrl::CtrlQueue>,
+    /// The queue pairs, pair k at index k; the burst functions use pair 0.
+    pairs: Vec<QueuePair<'a, H>>,
+    ctrl: Option<ctrl::CtrlQueue<'a, H>>,
     lsc: bool,
     irq_seen: u32,
     link_up: bool,
@@ -228,19 +282,18 @@ pub struct Port<'a, H: Hal> {
 }
 
 impl<'a, H: Hal> Port<'a, H> {
-    /// Finds the first virtio-net function, initialises it and fills its rx ring.
-    pub fn open(hal: &'a H, pool: &'a MbufPool, cfg: &PortConfig) -> Result<Self, Error> {
+    /// Opens port `id`: finds the `id`-th virtio-net function on the bus (0 the first),
+    /// initialises it and fills its rx rings.
+    pub fn open(hal: &'a H, pool: &'a MbufPool, id: u8, cfg: &PortConfig) -> Result<Self, Error> {
         for size in [cfg.rx_ring, cfg.tx_ring] {
             if size == 0 || size > virtqueue::MAX_SIZE || !size.is_power_of_two() {
                 return Err(Error::BadRingSize(size));
             }
         }
-        let (bdf, device) = pci::find_on_bus0(hal, |bdf, vendor, device| {
-            (vendor == VIRTIO_VENDOR
-                && (device == DEVICE_ID_MODERN || device == DEVICE_ID_TRANSITIONAL))
-                .then_some((bdf, device))
-        })
-        .ok_or(Error::NoDevice)?;
+        if id >= irq::MAX_PORTS {
+            return Err(Error::TooManyPorts(id));
+        }
+        let (bdf, device) = find_function(hal, id)?;
         if cfg.transport == Kind::Legacy && device != DEVICE_ID_TRANSITIONAL {
             return Err(Error::NotTransitional);
         }
@@ -250,7 +303,12 @@ impl<'a, H: Hal> Port<'a, H> {
                 return Err(Error::NoInterrupts);
             }
             // Before the legacy probe: enabling MSI-X moves the legacy device configuration.
-            msix::enable(hal, &cfg_space, CONFIG_MSIX_ENTRY, CONFIG_VECTOR)?;
+            msix::enable(
+                hal,
+                &cfg_space,
+                irq::CONFIG_MSIX_ENTRY,
+                irq::config_vector(id),
+            )?;
         }
         let mut transport = AnyTransport::probe(hal, &cfg_space, cfg.transport)?;
         let legacy = cfg.transport == Kind::Legacy;
@@ -296,7 +354,7 @@ impl<'a, H: Hal> Port<'a, H> {
             });
         }
         let has_ctrl = negotiated & features::CTRL_VQ != 0;
-        let needed = if has_ctrl { 3 } else { 2 };
+        let needed = 2 * QUEUE_PAIRS + u16::from(has_ctrl);
         if transport.num_queues() < needed {
             transport.add_status(status::FAILED);
             return Err(Error::TooFewQueues(transport.num_queues(), needed));
@@ -304,33 +362,52 @@ impl<'a, H: Hal> Port<'a, H> {
 
         let probed_queue_size = cfg
             .probe_queue_size
-            .map(|size| transport.set_queue_size(RX_QUEUE, size));
-        let event_idx = negotiated & features::RING_EVENT_IDX != 0;
+            .map(|size| transport.set_queue_size(rx_queue(0), size));
+        let opts = Options {
+            layout: Layout::Split,
+            event_idx: negotiated & features::RING_EVENT_IDX != 0,
+            indirect: 0,
+        };
+        let tx_opts = Options {
+            indirect: if negotiated & features::RING_INDIRECT_DESC != 0 {
+                MAX_TX_SEGS
+            } else {
+                0
+            },
+            ..opts
+        };
         let mut adjusted = Vec::new();
-        let mut make_queue = |t: &mut AnyTransport<'a, H>, q: u16, asked: u16| {
+        let mut make_queue = |t: &mut AnyTransport<'a, H>, q: u16, asked: u16, o: Options| {
             let size = agree_size(t, q, asked, &mut adjusted)?;
-            let vq = SplitQueue::new(hal, q, size, event_idx)?;
-            t.setup_queue(q, size, vq.addrs())?;
+            let vq = Virtqueue::new(hal, q, size, o)?;
+            // Polled: no interrupt for used buffers.
+            t.setup_queue(q, size, vq.addrs(), msix::NO_VECTOR)?;
             Ok::<_, Error>(vq)
         };
-        let rx = make_queue(&mut transport, RX_QUEUE, cfg.rx_ring)?;
-        let mut tx = make_queue(&mut transport, TX_QUEUE, cfg.tx_ring)?;
-        if negotiated & features::RING_INDIRECT_DESC != 0 {
-            tx = tx.with_indirect(hal, MAX_TX_SEGS)?;
+        let mut pairs = Vec::with_capacity(usize::from(QUEUE_PAIRS));
+        for pair in 0..QUEUE_PAIRS {
+            let rx = make_queue(&mut transport, rx_queue(pair), cfg.rx_ring, opts)?;
+            let tx = make_queue(&mut transport, tx_queue(pair), cfg.tx_ring, tx_opts)?;
+            pairs.push(QueuePair {
+                rx: RxQueue::new(rx, cfg.rx_ring),
+                tx: TxQueue::new(tx),
+            });
         }
         let ctrl = if has_ctrl {
             // Any size the device offers will do for the control queue: ask for that.
-            let max = transport.queue_max_size(CTRL_QUEUE);
-            let vq = make_queue(&mut transport, CTRL_QUEUE, max)?;
+            let q = ctrl_queue(QUEUE_PAIRS);
+            let max = transport.queue_max_size(q);
+            let vq = make_queue(&mut transport, q, max, opts)?;
             Some(ctrl::CtrlQueue::new(hal, vq)?)
         } else {
             None
         };
         if cfg.lsc {
-            let got = transport.set_config_vector(CONFIG_MSIX_ENTRY);
-            if got != CONFIG_MSIX_ENTRY {
+            let entry = irq::CONFIG_MSIX_ENTRY;
+            let got = transport.set_config_vector(entry);
+            if got != entry {
                 transport.add_status(status::FAILED);
-                return Err(Error::ConfigVectorRefused(CONFIG_MSIX_ENTRY));
+                return Err(Error::ConfigVectorRefused(entry));
             }
         }
 
@@ -351,27 +428,19 @@ impl<'a, H: Hal> Port<'a, H> {
             return Err(Error::DeviceNeedsReset(s));
         }
 
-        let rx_slots = (0..rx.size()).map(|_| None).collect();
-        let tx_slots = (0..tx.size()).map(|_| None).collect();
         let mut port = Self {
             hal,
+            id,
             transport,
             pool,
             features: negotiated,
             hdr_len,
             mac,
             mtu,
-            rx_target: rx.size().min(cfg.rx_ring),
-            rx,
-            rx_slots,
-            rx_partial: None,
-            tx,
-            tx_slots,
-            tx_bufs: Vec::new(),
-            tx_heads: Vec::new(),
+            pairs,
             ctrl,
             lsc: cfg.lsc,
-            irq_seen: hal.interrupt_count(CONFIG_VECTOR),
+            irq_seen: hal.interrupt_count(irq::config_vector(id)),
             link_up: true,
             vlan_strip: cfg.vlan_strip,
             stats: Stats::default(),
@@ -379,10 +448,24 @@ impl<'a, H: Hal> Port<'a, H> {
             probed_queue_size,
         };
         port.link_up = port.read_link();
-        port.rx.suppress_interrupts();
-        port.tx.suppress_interrupts();
-        port.refill_rx();
+        for p in &mut port.pairs {
+            p.rx.vq.suppress_interrupts();
+            p.tx.vq.suppress_interrupts();
+        }
+        for pair in 0..port.pairs.len() {
+            port.refill_rx(pair);
+        }
         Ok(port)
+    }
+
+    /// Which port this is: the index of its virtio-net function on the bus.
+    pub fn id(&self) -> u8 {
+        self.id
+    }
+
+    /// Queue pairs set up.
+    pub fn queue_pairs(&self) -> u16 {
+        self.pairs.len() as u16
     }
 
     pub fn mac(&self) -> [u8; 6] {
@@ -407,12 +490,14 @@ impl<'a, H: Hal> Port<'a, H> {
         self.mtu
     }
 
+    /// Size of the rx rings (every pair's is the same).
     pub fn rx_ring_size(&self) -> u16 {
-        self.rx.size()
+        self.pairs[0].rx.vq.size()
     }
 
+    /// Size of the tx rings (every pair's is the same).
     pub fn tx_ring_size(&self) -> u16 {
-        self.tx.size()
+        self.pairs[0].tx.vq.size()
     }
 
     fn read_link(&self) -> bool {
@@ -435,7 +520,7 @@ impl<'a, H: Hal> Port<'a, H> {
         if !self.lsc {
             return None;
         }
-        let n = self.hal.interrupt_count(CONFIG_VECTOR);
+        let n = self.hal.interrupt_count(irq::config_vector(self.id));
         if n == self.irq_seen {
             return None;
         }
@@ -453,211 +538,54 @@ impl<'a, H: Hal> Port<'a, H> {
         Some(up)
     }
 
-    /// Posts a fresh mbuf for every free rx descriptor. The device writes the virtio-net
-    /// header into the headroom, just before where the frame starts.
-    fn refill_rx(&mut self) {
-        let mut added = false;
-        while self.rx.size() - self.rx.num_free() < self.rx_target {
-            let Some(m) = self.pool.alloc() else {
-                self.stats.rx_nombuf += 1;
-                break;
-            };
-            let start = m.data_off() - self.hdr_len;
-            let buf = Buf {
-                paddr: m.buf_paddr() + start as u64,
-                len: (m.buf_len() - start) as u32,
-                device_writes: true,
-            };
-            let Some(head) = self.rx.add(&[buf]) else {
-                break;
-            };
-            self.rx_slots[usize::from(head)] = Some(m);
-            added = true;
-        }
-        if added {
-            self.rx.publish();
-            if self.rx.should_notify(self.hal) {
-                self.transport.notify(self.rx.index());
-            }
+    /// Posts fresh mbufs on the rx ring of pair `pair` and tells the device when it asks.
+    fn refill_rx(&mut self, pair: usize) {
+        let rx = &mut self.pairs[pair].rx;
+        if rx.refill(self.pool, self.hdr_len, &mut self.stats) {
+            self.transport.notify(rx.vq.index());
         }
     }
 
-    /// The next buffer the device returned, with the byte count it wrote. Chains the
-    /// driver did not post (a device bug) are counted and skipped.
-    fn pop_rx(&mut self) -> Option<(Mbuf<'a>, usize)> {
-        loop {
-            let used = self.rx.pop_used()?;
-            let slot = usize::try_from(used.id).ok();
-            if self.rx.free_chain(used.id) {
-                if let Some(m) = slot.and_then(|s| self.rx_slots[s].take()) {
-                    return Some((m, used.len as usize));
-                }
-            }
-            self.stats.ierrors += 1;
-        }
-    }
-
-    /// Sets `m` to the `len` bytes the device wrote at the buffer start it was posted with.
-    fn place(&self, m: &mut Mbuf<'a>, skip: usize, len: usize) -> bool {
-        let start = m.data_off() - self.hdr_len;
-        len >= skip && m.set_data(start + skip, len - skip)
-    }
-
-    /// Receives up to `max` frames into `out` (appended); returns how many. With mergeable
-    /// buffers a frame arrives as a chain of mbufs.
+    /// Receives up to `max` frames from pair 0 into `out` (appended); returns how many.
+    /// With mergeable buffers a frame arrives as a chain of mbufs.
     pub fn rx_burst(&mut self, out: &mut Vec<Mbuf<'a>>, max: usize) -> usize {
-        let mrg = self.features & features::MRG_RXBUF != 0;
-        let mut n = 0;
-        while n < max {
-            let (mut head, mut remaining) = match self.rx_partial.take() {
-                Some(p) => p,
-                None => {
-                    let Some((mut m, len)) = self.pop_rx() else {
-                        break;
-                    };
-                    let num_buffers = if mrg && len >= NET_HDR_LEN {
-                        // `num_buffers`, the header's last field.
-                        let at = m.data_off() - self.hdr_len + 10;
-                        let b = m.buffer();
-                        u16::from_le_bytes([b[at], b[at + 1]])
-                    } else {
-                        1
-                    };
-                    if !self.place(&mut m, self.hdr_len, len)
-                        || num_buffers == 0
-                        || num_buffers > self.rx.size()
-                    {
-                        self.stats.ierrors += 1;
-                        continue;
-                    }
-                    (m, num_buffers - 1)
-                }
-            };
-            let mut broken = false;
-            while remaining > 0 {
-                let Some((mut seg, len)) = self.pop_rx() else {
-                    break;
-                };
-                if !self.place(&mut seg, 0, len) {
-                    broken = true;
-                }
-                head.append_seg(seg);
-                remaining -= 1;
-            }
-            if remaining > 0 {
-                // The rest of the frame is not back yet: finish it in a later burst.
-                self.rx_partial = Some((head, remaining));
-                break;
-            }
-            if broken {
-                self.stats.ierrors += 1;
-                continue;
-            }
-            if self.vlan_strip {
-                vlan::strip(&mut head);
-            }
-            if head.nb_segs() > 1 {
-                self.stats.rx_multiseg += 1;
-            }
-            self.stats.ipackets += 1;
-            self.stats.ibytes += head.pkt_len() as u64;
-            out.push(head);
-            n += 1;
-        }
-        self.refill_rx();
+        let params = RxParams {
+            hdr_len: self.hdr_len,
+            mergeable: self.features & features::MRG_RXBUF != 0,
+            vlan_strip: self.vlan_strip,
+        };
+        let n = self.pairs[0].rx.burst(out, max, params, &mut self.stats);
+        self.refill_rx(0);
         n
     }
 
     /// Frees the mbufs of every transmitted frame the device has returned.
     pub fn tx_cleanup(&mut self) {
-        while let Some(used) = self.tx.pop_used() {
-            let slot = usize::try_from(used.id).ok();
-            if !self.tx.free_chain(used.id) || slot.and_then(|s| self.tx_slots[s].take()).is_none()
-            {
-                self.stats.oerrors += 1;
-            }
+        for p in &mut self.pairs {
+            p.tx.cleanup(&mut self.stats);
         }
     }
 
     /// Frames handed to the device and not yet returned.
     pub fn tx_in_flight(&self) -> u16 {
-        self.tx.in_flight()
+        self.pairs
+            .iter()
+            .fold(0, |n, p| n.saturating_add(p.tx.vq.in_flight()))
     }
 
-    /// Queues as many frames from the front of `pkts` as the tx ring takes; they leave
-    /// `pkts`. Returns how many left (queued, or dropped and counted in `oerrors`).
+    /// Queues as many frames from the front of `pkts` as the tx ring of pair 0 takes; they
+    /// leave `pkts`. Returns how many left (queued, or dropped and counted in `oerrors`).
     ///
     /// The header goes in the first segment's headroom (what DPDK calls "can push"); a
     /// frame of several segments becomes a descriptor chain, through an indirect table when
     /// VIRTIO_F_INDIRECT_DESC is on, so it takes one ring slot. Frames flagged for VLAN
     /// insertion get their tag here, in software.
     pub fn tx_burst(&mut self, pkts: &mut Vec<Mbuf<'a>>) -> usize {
-        self.tx_cleanup();
-        self.tx_heads.clear();
-        let indirect_max = self.tx.indirect_max();
-        for m in pkts.iter_mut() {
-            let segs = m.nb_segs();
-            let indirect = segs > 1 && segs <= indirect_max;
-            let slots = if indirect { 1 } else { segs };
-            if slots > self.tx.num_free() {
-                if slots > self.tx.size() {
-                    // Could never fit: drop rather than stall the queue.
-                    self.stats.oerrors += 1;
-                    self.tx_heads.push(None);
-                    continue;
-                }
-                break;
-            }
-            if m.ol_flags() & vlan::TX_VLAN != 0 && !vlan::insert(m) {
-                self.stats.oerrors += 1;
-                self.tx_heads.push(None);
-                continue;
-            }
-            let Some(hdr) = m.prepend(self.hdr_len) else {
-                // The application used up the headroom `open` checked for.
-                self.stats.oerrors += 1;
-                self.tx_heads.push(None);
-                continue;
-            };
-            hdr.fill(0);
-            self.tx_bufs.clear();
-            self.tx_bufs.extend(m.segs().map(|s| Buf {
-                paddr: s.data_paddr(),
-                len: s.len() as u32,
-                device_writes: false,
-            }));
-            let head = if indirect {
-                self.tx.add_indirect(&self.tx_bufs)
-            } else {
-                self.tx.add(&self.tx_bufs)
-            };
-            match head {
-                Some(h) => {
-                    if segs > 1 {
-                        self.stats.tx_multiseg += 1;
-                        self.stats.tx_indirect += u64::from(indirect);
-                    }
-                    self.stats.opackets += 1;
-                    self.stats.obytes += (m.pkt_len() - self.hdr_len) as u64;
-                    self.tx_heads.push(Some(h));
-                }
-                None => {
-                    self.stats.oerrors += 1;
-                    self.tx_heads.push(None);
-                }
-            }
-        }
-        let count = self.tx_heads.len();
-        for (m, head) in pkts.drain(..count).zip(self.tx_heads.iter()) {
-            if let Some(h) = *head {
-                self.tx_slots[usize::from(h)] = Some(m);
-            }
-        }
-        if self.tx_heads.iter().any(Option::is_some) {
-            self.tx.publish();
-            if self.tx.should_notify(self.hal) {
-                self.transport.notify(self.tx.index());
-            }
+        let tx = &mut self.pairs[0].tx;
+        tx.cleanup(&mut self.stats);
+        let (count, kick) = tx.burst(pkts, self.hdr_len, &mut self.stats);
+        if kick {
+            self.transport.notify(tx.vq.index());
         }
         count
     }
@@ -680,7 +608,7 @@ impl<'a, H: Hal> Port<'a, H> {
         }
         let transport = &self.transport;
         let ctrl = self.ctrl.as_mut().ok_or(CtrlError::NoControlQueue)?;
-        ctrl.send(self.hal, |q| transport.notify(q), class, cmd, data)
+        ctrl.send(|q| transport.notify(q), class, cmd, data)
     }
 
     /// Promiscuous mode on or off (VIRTIO_NET_CTRL_RX_PROMISC).

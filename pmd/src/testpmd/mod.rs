@@ -5,9 +5,6 @@
 //! The guest image and the in-process machine both run [`run`], so the two machines execute
 //! the same forwarding code and must produce the same frames and the same log.
 
-pub mod config;
-pub mod txonly;
-
 use alloc::vec::Vec;
 use core::fmt::Write as _;
 
@@ -17,7 +14,13 @@ use crate::harness::{event, exit, Harness};
 use crate::mbuf::{Mbuf, MbufPool};
 use crate::net::{features, Port, PortConfig, TX_VLAN};
 use crate::sprintln;
+/// The command line, and txonly's frames: shared with the hostile mode, which lives in
+/// [`crate::hostile`] (testpmd dispatches to it, it uses neither testpmd nor its engine).
+pub use crate::{config, frames as txonly};
 pub use config::{Config, Mode};
+
+/// The port testpmd forwards on: the first virtio-net function.
+const PORT_ID: u8 = 0;
 
 /// Empty rx polls between two looks at the harness's "input drained" bit: each look is a
 /// VM exit, so the driver looks only once it has been idle for a while.
@@ -32,19 +35,9 @@ pub struct FwdStats {
     pub dropped: u64,
 }
 
-/// Runs the application described by `cmdline` and returns its exit code
-/// (see [`crate::harness::exit`]). The caller writes it to the exit port.
-/// The mbuf pool `cfg` asks for; `None` (said on the console) when DMA memory is short.
-pub(crate) fn mbuf_pool<H: Hal>(hal: &H, cfg: &Config) -> Option<MbufPool> {
-    match MbufPool::new(hal, cfg.pool_size(), cfg.headroom, cfg.rxbuf) {
-        Ok(p) => Some(p),
-        Err(e) => {
-            sprintln!(hal, "vlab-pmd: mbuf pool: {e}");
-            None
-        }
-    }
-}
-
+/// Runs the application described by `cmdline` and returns its exit code (see
+/// [`crate::harness::exit`](mod@crate::harness::exit)). The caller writes it to the exit
+/// port.
 pub fn run<H: Hal>(hal: &H, cmdline: &str) -> u32 {
     let cfg = match Config::parse(cmdline) {
         Ok(cfg) => cfg,
@@ -74,7 +67,7 @@ pub fn run<H: Hal>(hal: &H, cmdline: &str) -> u32 {
         cfg.rxbuf,
         cfg.transport.name()
     );
-    let Some(pool) = mbuf_pool(hal, &cfg) else {
+    let Some(pool) = cfg.mbuf_pool(hal) else {
         return exit::DEVICE_ERROR;
     };
     if cfg.verbose {
@@ -94,7 +87,7 @@ pub fn run<H: Hal>(hal: &H, cmdline: &str) -> u32 {
         force_features: cfg.force_features,
         probe_queue_size: cfg.probe_queue_size,
     };
-    let mut port = match Port::open(hal, &pool, &port_cfg) {
+    let mut port = match Port::open(hal, &pool, PORT_ID, &port_cfg) {
         Ok(p) => p,
         Err(e @ crate::net::Error::HeadroomTooSmall { .. }) => {
             sprintln!(hal, "vlab-pmd: port 0: {e}");

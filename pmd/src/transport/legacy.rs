@@ -7,6 +7,7 @@ use alloc::vec::Vec;
 
 use super::{Error, Kind, QueueAddrs, Transport};
 use crate::hal::{Hal, Width};
+use crate::msix::NO_VECTOR;
 use crate::pci::{self, Bar, ConfigSpace};
 
 /// Register offsets in the I/O BAR.
@@ -26,7 +27,6 @@ mod reg {
 }
 
 const PAGE: u64 = 4096;
-const NO_VECTOR: u16 = 0xffff;
 
 pub struct LegacyTransport<'a, H: Hal> {
     hal: &'a H,
@@ -128,7 +128,13 @@ impl<H: Hal> Transport for LegacyTransport<'_, H> {
         self.queue_max_size(queue)
     }
 
-    fn setup_queue(&mut self, queue: u16, size: u16, addrs: QueueAddrs) -> Result<(), Error> {
+    fn setup_queue(
+        &mut self,
+        queue: u16,
+        size: u16,
+        addrs: QueueAddrs,
+        msix_vector: u16,
+    ) -> Result<(), Error> {
         let num_queues = self.num_queues;
         if queue >= num_queues {
             return Err(Error::NoSuchQueue { queue, num_queues });
@@ -151,7 +157,7 @@ impl<H: Hal> Transport for LegacyTransport<'_, H> {
         }
         self.w(reg::QUEUE_SEL, Width::U16, u32::from(queue));
         if self.msix_enabled {
-            self.w(reg::MSIX_QUEUE, Width::U16, u32::from(NO_VECTOR));
+            self.w(reg::MSIX_QUEUE, Width::U16, u32::from(msix_vector));
         }
         self.w(reg::QUEUE_PFN, Width::U32, pfn as u32);
         Ok(())

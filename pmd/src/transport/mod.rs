@@ -19,7 +19,9 @@ pub mod status {
     pub const FAILED: u8 = 128;
 }
 
-/// Where a split virtqueue's three parts live, in device (guest-physical) addresses.
+/// Where a virtqueue's three parts live, in device (guest-physical) addresses: the
+/// descriptor area, the driver area and the device area (for a split ring: descriptor
+/// table, available ring, used ring).
 #[derive(Clone, Copy, Debug)]
 pub struct QueueAddrs {
     pub desc: u64,
@@ -80,8 +82,16 @@ pub trait Transport {
     /// Asks for `size` entries in queue `queue` and returns what the device reads back: a
     /// device may fix its size (QEMU's 256; every legacy device).
     fn set_queue_size(&mut self, queue: u16, size: u16) -> u16;
-    /// Programs and enables queue `queue` (its size set before) with its rings at `addrs`.
-    fn setup_queue(&mut self, queue: u16, size: u16, addrs: QueueAddrs) -> Result<(), Error>;
+    /// Programs and enables queue `queue` (its size set before) with its rings at `addrs`
+    /// and its used-buffer interrupts on MSI-X table entry `msix_vector`
+    /// ([`crate::msix::NO_VECTOR`] for none: a polled queue).
+    fn setup_queue(
+        &mut self,
+        queue: u16,
+        size: u16,
+        addrs: QueueAddrs,
+        msix_vector: u16,
+    ) -> Result<(), Error>;
     /// Points configuration-change interrupts at MSI-X table entry `vector` and returns
     /// what the device reads back (NO_VECTOR when it refused).
     fn set_config_vector(&mut self, vector: u16) -> u16;
@@ -144,8 +154,14 @@ impl<H: Hal> Transport for AnyTransport<'_, H> {
     fn set_queue_size(&mut self, queue: u16, size: u16) -> u16 {
         dispatch!(self, t => t.set_queue_size(queue, size))
     }
-    fn setup_queue(&mut self, queue: u16, size: u16, addrs: QueueAddrs) -> Result<(), Error> {
-        dispatch!(self, t => t.setup_queue(queue, size, addrs))
+    fn setup_queue(
+        &mut self,
+        queue: u16,
+        size: u16,
+        addrs: QueueAddrs,
+        msix_vector: u16,
+    ) -> Result<(), Error> {
+        dispatch!(self, t => t.setup_queue(queue, size, addrs, msix_vector))
     }
     fn set_config_vector(&mut self, vector: u16) -> u16 {
         dispatch!(self, t => t.set_config_vector(vector))

@@ -35,9 +35,6 @@ mod common {
     pub const QUEUE_DEVICE: u64 = 0x30;
 }
 
-/// MSI-X "no vector": this driver polls.
-const NO_VECTOR: u16 = 0xffff;
-
 pub struct ModernTransport<'a, H: Hal> {
     hal: &'a H,
     common: u64,
@@ -208,7 +205,13 @@ impl<H: Hal> Transport for ModernTransport<'_, H> {
         Kind::Modern
     }
 
-    fn setup_queue(&mut self, queue: u16, size: u16, addrs: QueueAddrs) -> Result<(), Error> {
+    fn setup_queue(
+        &mut self,
+        queue: u16,
+        size: u16,
+        addrs: QueueAddrs,
+        msix_vector: u16,
+    ) -> Result<(), Error> {
         let num_queues = self.num_queues;
         if queue >= num_queues {
             return Err(Error::NoSuchQueue { queue, num_queues });
@@ -216,7 +219,11 @@ impl<H: Hal> Transport for ModernTransport<'_, H> {
         // After `reset` every queue is disabled, and `set_queue_size` agreed on `size`.
         let _ = size;
         self.write(common::QUEUE_SELECT, Width::U16, u64::from(queue));
-        self.write(common::QUEUE_MSIX_VECTOR, Width::U16, u64::from(NO_VECTOR));
+        self.write(
+            common::QUEUE_MSIX_VECTOR,
+            Width::U16,
+            u64::from(msix_vector),
+        );
         self.write64(common::QUEUE_DESC, addrs.desc);
         self.write64(common::QUEUE_DRIVER, addrs.avail);
         self.write64(common::QUEUE_DEVICE, addrs.used);

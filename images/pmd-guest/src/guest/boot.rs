@@ -242,8 +242,10 @@ user_stack_top:
     options(att_syntax)
 );
 
-/// Vector of the configuration-change interrupt (`pmd::net::CONFIG_VECTOR`).
-const CONFIG_VECTOR: usize = pmd::net::CONFIG_VECTOR as usize;
+/// Vector of port 0's configuration-change interrupt (`pmd::net::config_vector`).
+const CONFIG_VECTOR: usize = pmd::net::config_vector(0) as usize;
+// `irq_config` above counts this vector by number.
+const _: () = assert!(CONFIG_VECTOR == 0x40);
 const SPURIOUS_VECTOR: usize = 0xff;
 
 extern "C" {

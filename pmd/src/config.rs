@@ -1,10 +1,14 @@
-//! The application's settings, read from the kernel command line (`key=value` words).
+//! The guest application's settings, read from the kernel command line (`key=value`
+//! words): what [`crate::testpmd`] and its hostile mode ([`crate::hostile`]) both run by.
 
 use alloc::vec::Vec;
 use core::fmt;
 use core::str::FromStr;
 
+use crate::hal::Hal;
+use crate::mbuf::MbufPool;
 use crate::net::features;
+use crate::sprintln;
 use crate::transport::Kind;
 
 /// Forwarding mode, as testpmd's `--forward-mode`.
@@ -420,5 +424,17 @@ impl Config {
             1
         };
         u32::from(self.rxd) + (u32::from(self.txd) + 4 * u32::from(self.burst)) * segs + 64
+    }
+
+    /// The mbuf pool this configuration asks for; `None` (said on the console) when DMA
+    /// memory is short.
+    pub fn mbuf_pool<H: Hal>(&self, hal: &H) -> Option<MbufPool> {
+        match MbufPool::new(hal, self.pool_size(), self.headroom, self.rxbuf) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                sprintln!(hal, "vlab-pmd: mbuf pool: {e}");
+                None
+            }
+        }
     }
 }

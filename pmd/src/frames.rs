@@ -1,4 +1,5 @@
-//! Frames for txonly mode: Ethernet/IPv4/UDP, addressed as DPDK testpmd's txonly engine does
+//! Generated frames (testpmd's txonly mode, and the hostile driver's traffic):
+//! Ethernet/IPv4/UDP, addressed as DPDK testpmd's txonly engine does
 //! (198.18.0.1:9 -> 198.18.0.2:9). Each carries its sequence number (the first 8 payload
 //! bytes, and the IPv4 identification) so reordering and loss show in a capture.
 //!

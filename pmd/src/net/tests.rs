@@ -1,0 +1,86 @@
+//! Finding the n-th port on a fake PCI bus, and the queue and vector plan of a port.
+
+use super::*;
+use alloc::string::ToString;
+
+use crate::mbuf::MbufPool;
+use crate::testing::{FakeHal, Function};
+
+fn function(device: u8, function: u8, vendor: u16, id: u16, header_type: u8) -> Function {
+    Function {
+        bdf: Bdf {
+            bus: 0,
+            device,
+            function,
+        },
+        vendor,
+        device: id,
+        header_type,
+    }
+}
+
+/// A host bridge, a transitional virtio-net at 00:02.0, a multi-function device at 00:03
+/// with a virtio block function and a modern virtio-net, and a lone function 00:04.1 that
+/// a scan never reaches (its device has no function 0).
+fn bus() -> FakeHal {
+    FakeHal::with_functions(
+        1 << 16,
+        &[
+            function(0, 0, 0x8086, 0x29c0, 0),
+            function(2, 0, VIRTIO_VENDOR, DEVICE_ID_TRANSITIONAL, 0),
+            function(3, 0, VIRTIO_VENDOR, 0x1001, 0x80),
+            function(3, 1, VIRTIO_VENDOR, DEVICE_ID_MODERN, 0),
+            function(4, 1, VIRTIO_VENDOR, DEVICE_ID_MODERN, 0),
+        ],
+    )
+}
+
+#[test]
+fn port_n_is_the_nth_virtio_net_function_in_bus_order() {
+    let hal = bus();
+    let at = |device, function| Bdf {
+        bus: 0,
+        device,
+        function,
+    };
+    assert_eq!(
+        find_function(&hal, 0),
+        Ok((at(2, 0), DEVICE_ID_TRANSITIONAL))
+    );
+    assert_eq!(find_function(&hal, 1), Ok((at(3, 1), DEVICE_ID_MODERN)));
+    assert_eq!(
+        find_function(&hal, 2),
+        Err(Error::NoSuchPort { port: 2, found: 2 })
+    );
+    assert_eq!(
+        find_function(&FakeHal::new(4096), 0),
+        Err(Error::NoDevice),
+        "an empty bus"
+    );
+}
+
+#[test]
+fn port_0_still_says_there_is_no_device_as_before() {
+    assert_eq!(
+        Error::NoDevice.to_string(),
+        "no virtio-net PCI function (1af4:1041 or 1af4:1000) on bus 0"
+    );
+}
+
+#[test]
+fn a_port_beyond_the_vector_plan_is_refused_before_touching_the_bus() {
+    let hal = bus();
+    let pool = MbufPool::new(&hal, 4, 128, 256).unwrap();
+    hal.take_accesses();
+    let e = Port::open(&hal, &pool, irq::MAX_PORTS, &PortConfig::default()).err();
+    assert_eq!(e, Some(Error::TooManyPorts(irq::MAX_PORTS)));
+    assert!(hal.take_accesses().is_empty());
+}
+
+#[test]
+fn queue_pairs_are_numbered_as_virtio_net_numbers_its_queues() {
+    assert_eq!((rx_queue(0), tx_queue(0), ctrl_queue(1)), (0, 1, 2));
+    assert_eq!((rx_queue(3), tx_queue(3), ctrl_queue(4)), (6, 7, 8));
+    // The queues of every pair and the control queue have vectors of their own.
+    assert!(ctrl_queue(QUEUE_PAIRS) < irq::MAX_QUEUE_VECTORS);
+}
