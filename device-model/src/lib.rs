@@ -15,6 +15,7 @@ pub mod net;
 pub mod panic;
 pub mod pcap;
 pub mod pci;
+pub mod queue;
 pub mod tap;
 pub mod used;
 pub mod vhost;

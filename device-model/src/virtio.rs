@@ -5,9 +5,11 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use virtio_queue::Queue;
-use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
+
+use crate::queue::DeviceQueue;
+/// Guest memory as the device sees it.
+pub use crate::queue::Memory;
 
 /// Transport-level feature bits (virtio 1.x, 6).
 pub mod features {
@@ -25,9 +27,6 @@ pub mod status {
     pub const DEVICE_NEEDS_RESET: u8 = 64;
     pub const FAILED: u8 = 128;
 }
-
-/// Guest memory as the device sees it.
-pub type Memory = GuestMemoryMmap<()>;
 
 /// An MSI message, as programmed in an MSI-X table entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,7 +80,10 @@ impl Health {
 
 /// One queue the driver enabled, ready for the device side.
 pub struct ActiveQueue {
-    pub queue: Queue,
+    /// Its queue index.
+    pub index: u16,
+    pub queue: Box<dyn DeviceQueue>,
+    /// Signalled when the driver notifies the queue.
     pub kick: EventFd,
 }
 

@@ -16,17 +16,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::EventFd;
 
+use super::chain::{self, ChainError, CtrlError};
 use super::ctrl::{self, Effect};
 use super::filter::RxFilter;
-use super::{
-    features, hdr_len, LinkFlap, NetConfig, NetShared, NetStats, CTRL_QUEUE, RX_QUEUE, TX_QUEUE,
-};
-use crate::endpoint::{Peek, Sink, Source};
+use super::queues::{QueuePair, Role};
+use super::{features, hdr_len, LinkFlap, NetConfig, NetShared, NetStats};
+use crate::endpoint::{Peek, Sink, SinkError, Source};
 use crate::fault::{FaultConfig, Rng};
+use crate::queue::{self, Chain, DeviceQueue};
 use crate::used::UsedBatch;
 use crate::virtio::{ActiveQueue, Health, Interrupt, Memory};
 
@@ -39,21 +39,38 @@ const IDLE_POLLS_BEFORE_SLEEP: u32 = 20_000;
 const SLEEP_MS: i32 = 1;
 /// The longest a flap holds the link down waiting for a notified driver to look.
 const LINK_DOWN_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
-/// Largest tx chain accepted: a 64 KiB frame and its header.
-const MAX_TX_CHAIN: usize = 12 + 65_536;
-/// Largest control command accepted (a MAC table of a few hundred entries).
-const MAX_CTRL: usize = 8192;
-/// Why a chain whose last descriptor still says NEXT ended: `virtio-queue` stops a walk
-/// after queue-size descriptors or at an index outside the table.
-const CHAIN_CUT: &str = "descriptor chain loops or points outside the descriptor table";
+
+/// A queue the datapath thread serves: the transport's, with its kick eventfd.
+struct Served {
+    index: u16,
+    role: Role,
+    queue: Box<dyn DeviceQueue>,
+    kick: EventFd,
+}
+
+impl Served {
+    fn new(q: ActiveQueue, role: Role) -> Self {
+        Self {
+            index: q.index,
+            role,
+            queue: q.queue,
+            kick: q.kick,
+        }
+    }
+}
+
+/// One queue pair as the datapath serves it.
+struct ServedPair {
+    rx: Served,
+    tx: Served,
+    /// The receive queue ran out of buffers in the last poll.
+    rx_starved: bool,
+}
 
 pub(super) struct Datapath {
     engine: Engine,
-    rx: Queue,
-    rx_kick: EventFd,
-    tx: Queue,
-    tx_kick: EventFd,
-    ctrl: Option<(Queue, EventFd)>,
+    pairs: Vec<ServedPair>,
+    ctrl: Option<Served>,
     stop: Arc<AtomicBool>,
 }
 
@@ -76,14 +93,15 @@ pub(crate) struct Engine {
     faults: FaultConfig,
     /// Decides which interrupts the withhold fault swallows.
     irq_rng: Rng,
-    /// Where the rx ring shrank: the available index and the device's next index then.
-    shrink_base: Option<(u16, u16)>,
+    /// Where the rx ring shrank: how many chains were available then.
+    shrink_base: Option<u16>,
     link_flap: Option<LinkFlap>,
     link_down_since: Option<Instant>,
     /// Whether the driver was interrupted when the link went down.
     link_down_notified: bool,
     delivered: u64,
-    /// Reused buffers: a tx chain's bytes, an rx frame's buffers.
+    /// Reused buffers: the chain being served, a tx chain's bytes, an rx frame's buffers.
+    chain: Chain,
     scratch: Vec<u8>,
     rx_bufs: Vec<RxBuf>,
     rx_descs: Vec<(GuestAddress, u32)>,
@@ -104,13 +122,32 @@ struct RxBuf {
 }
 
 /// The datapath cannot go on (the rings themselves are unreachable, or the sink failed).
-#[derive(Debug)]
-pub(crate) struct Fatal(pub String);
-
-impl From<crate::used::Error> for Fatal {
-    fn from(e: crate::used::Error) -> Self {
-        Fatal(e.to_string())
-    }
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Fatal {
+    /// Reading a queue's available side.
+    #[error("queue {queue}: {source}")]
+    Queue {
+        queue: u16,
+        #[source]
+        source: queue::Error,
+    },
+    /// Writing or publishing used entries.
+    #[error(transparent)]
+    Used(queue::Error),
+    /// Turning a queue's notifications on or off.
+    #[error("{role} queue: {source}")]
+    Notification {
+        role: Role,
+        #[source]
+        source: queue::Error,
+    },
+    /// The same, on the vhost-user backend's vrings.
+    #[error("queue: {0}")]
+    Vring(#[source] queue::Error),
+    #[error("output: {0}")]
+    Output(#[source] SinkError),
+    #[error("waiting for queue kicks: {0}")]
+    Wait(#[source] std::io::Error),
 }
 
 /// What an [`Engine`] works with besides its queues.
@@ -149,6 +186,7 @@ impl Engine {
             link_down_since: None,
             link_down_notified: false,
             delivered: 0,
+            chain: Chain::default(),
             scratch: Vec::with_capacity(64 * 1024),
             rx_bufs: Vec::new(),
             rx_descs: Vec::new(),
@@ -244,7 +282,12 @@ impl Engine {
 
     /// Publishes a batch of used entries (late, with the delay fault) and interrupts the
     /// driver if it asked.
-    fn publish(&mut self, used: UsedBatch, q: &mut Queue, queue: u16) -> Result<(), Fatal> {
+    fn publish(
+        &mut self,
+        used: UsedBatch,
+        q: &mut dyn DeviceQueue,
+        queue: u16,
+    ) -> Result<(), Fatal> {
         if used.is_empty() {
             return Ok(());
         }
@@ -255,7 +298,7 @@ impl Engine {
                 .delayed_publishes
                 .fetch_add(1, Ordering::Relaxed);
         }
-        if used.publish(q, &self.mem)? {
+        if used.publish(q, &self.mem).map_err(Fatal::Used)? {
             self.interrupt(queue);
         }
         Ok(())
@@ -264,52 +307,57 @@ impl Engine {
     /// With the shrink-rx fault on: whether the device must leave the rx buffers alone for
     /// now, as if the ring had only the fault's number of entries: it may hold at most that
     /// many buffers the driver has not yet replaced with new ones.
-    fn rx_shrunk(&mut self, rx: &Queue) -> Result<bool, Fatal> {
+    fn rx_shrunk(&mut self, rx: &dyn DeviceQueue, queue: u16) -> Result<bool, Fatal> {
         let Some(shrink) = self.faults.shrink_rx else {
             return Ok(false);
         };
         if self.delivered < shrink.after {
             return Ok(false);
         }
-        let avail = rx
-            .avail_idx(&*self.mem, Ordering::Acquire)
-            .map_err(|e| Fatal(format!("queue {RX_QUEUE}: {e}")))?
-            .0;
-        let (avail_base, taken_base) = *self.shrink_base.get_or_insert((avail, rx.next_avail()));
-        let taken = rx.next_avail().wrapping_sub(taken_base);
-        let replaced = avail.wrapping_sub(avail_base);
+        let available = rx
+            .available(&self.mem)
+            .map_err(|source| Fatal::Queue { queue, source })?;
+        let base = *self.shrink_base.get_or_insert(available);
+        // What the device took since then, less what the driver made available since then.
         // Signed: the driver may have replaced more than the device took since the start.
-        Ok(taken.wrapping_sub(replaced) as i16 >= shrink.buffers as i16)
+        Ok(base.wrapping_sub(available) as i16 >= shrink.buffers as i16)
     }
 
-    /// Called when a queue yields no chain: if that is because the driver published an
-    /// available index more than a ring ahead, the device needs a reset (2.7.13.3: the
-    /// driver must not); nothing more is served until then.
-    fn check_avail_index(&self, q: &Queue, queue: u16) -> Result<(), Fatal> {
-        let idx = q
-            .avail_idx(&*self.mem, Ordering::Acquire)
-            .map_err(|e| Fatal(format!("queue {queue}: {e}")))?;
-        let ahead = idx.0.wrapping_sub(q.next_avail());
-        if ahead > q.size() {
-            self.health.fail(&format!(
-                "queue {queue}: available index {} is {ahead} entries ahead in a {}-entry ring",
-                idx.0,
-                q.size()
-            ));
+    /// Called when a queue yields no chain: if that is because the driver broke the ring's
+    /// rules (an available index more than a ring ahead: 2.7.13.3), the device needs a
+    /// reset; nothing more is served until then.
+    fn check_available(&self, q: &dyn DeviceQueue, queue: u16) -> Result<(), Fatal> {
+        match q.check_available(&self.mem) {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_driver_error() => {
+                self.health.fail(&format!("queue {queue}: {e}"));
+                Ok(())
+            }
+            Err(source) => Err(Fatal::Queue { queue, source }),
         }
-        Ok(())
     }
 
-    pub fn process_tx(&mut self, tx: &mut Queue) -> Result<usize, Fatal> {
+    /// Takes the next chain of `q` into `self.chain`; `false` when there is none.
+    fn pop(&mut self, q: &mut dyn DeviceQueue, queue: u16) -> Result<bool, Fatal> {
+        if q.pop(&self.mem, &mut self.chain)
+            .map_err(|source| Fatal::Queue { queue, source })?
+        {
+            return Ok(true);
+        }
+        self.check_available(q, queue)?;
+        Ok(false)
+    }
+
+    /// Serves the transmit queue `tx` (queue index `queue`): returns the chains used.
+    pub fn process_tx(&mut self, queue: u16, tx: &mut dyn DeviceQueue) -> Result<usize, Fatal> {
         let mem = self.mem.clone();
-        let mut used = UsedBatch::new(tx);
+        let mut used = UsedBatch::new();
         while usize::from(used.len()) < BUDGET {
-            let Some(chain) = tx.pop_descriptor_chain(&*mem) else {
-                self.check_avail_index(tx, TX_QUEUE)?;
+            if !self.pop(tx, queue)? {
                 break;
-            };
-            let head = chain.head_index();
-            match gather(&mut self.scratch, &mem, chain, self.hdr_len) {
+            }
+            let head = self.chain.id;
+            match chain::gather(&mut self.scratch, &mem, &self.chain, self.hdr_len) {
                 Ok(()) => {
                     let frame = &self.scratch[self.hdr_len..];
                     if !self.shared.link_up() {
@@ -321,9 +369,7 @@ impl Engine {
                         self.stats.tx_dropped.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!("tx: dropped a {}-byte frame", frame.len());
                     } else {
-                        self.sink
-                            .put(frame)
-                            .map_err(|e| Fatal(format!("output: {e}")))?;
+                        self.sink.put(frame).map_err(Fatal::Output)?;
                         let sent = self.stats.tx_frames.fetch_add(1, Ordering::Relaxed) + 1;
                         self.stats
                             .tx_bytes
@@ -339,23 +385,23 @@ impl Engine {
                 }
             }
             // The used length of a tx chain is 0: the device wrote nothing (2.7.8).
-            used.push(tx, &mem, head, 0)?;
+            used.push(tx, &mem, head, 0).map_err(Fatal::Used)?;
         }
         let n = usize::from(used.len());
-        self.publish(used, tx, TX_QUEUE)?;
+        self.publish(used, tx, queue)?;
         Ok(n)
     }
 
-    pub fn serve_ctrl(&mut self, q: &mut Queue) -> Result<usize, Fatal> {
+    /// Serves the control queue `q` (queue index `queue`): returns the chains used.
+    pub fn serve_ctrl(&mut self, queue: u16, q: &mut dyn DeviceQueue) -> Result<usize, Fatal> {
         let mem = self.mem.clone();
-        let mut used = UsedBatch::new(q);
+        let mut used = UsedBatch::new();
         while usize::from(used.len()) < BUDGET {
-            let Some(chain) = q.pop_descriptor_chain(&*mem) else {
-                self.check_avail_index(q, CTRL_QUEUE)?;
+            if !self.pop(q, queue)? {
                 break;
-            };
-            let head = chain.head_index();
-            let written = match self.ctrl_command(&mem, chain) {
+            }
+            let head = self.chain.id;
+            let written = match self.ctrl_command(&mem) {
                 Ok(w) => w,
                 Err(why) => {
                     tracing::warn!("control chain {head}: {why}");
@@ -363,58 +409,24 @@ impl Engine {
                     0
                 }
             };
-            used.push(q, &mem, head, written)?;
+            used.push(q, &mem, head, written).map_err(Fatal::Used)?;
         }
         let n = usize::from(used.len());
-        self.publish(used, q, CTRL_QUEUE)?;
+        self.publish(used, q, queue)?;
         Ok(n)
     }
 
-    /// Runs one control command and writes its ack; returns the bytes written (1), or why
-    /// the chain could not even be answered.
-    fn ctrl_command(
-        &mut self,
-        mem: &Memory,
-        chain: DescriptorChain<&Memory>,
-    ) -> Result<u32, String> {
+    /// Runs the control command in `self.chain` and writes its ack; returns the bytes
+    /// written (1), or why the chain could not even be answered.
+    fn ctrl_command(&mut self, mem: &Memory) -> Result<u32, ChainError> {
         // Device-readable part: class, command, data. The first writable byte takes the ack.
-        self.scratch.clear();
-        let mut ack = None;
-        let mut more = false;
-        for d in chain {
-            more = d.has_next();
-            if d.is_write_only() {
-                if ack.is_none() && d.len() >= 1 {
-                    ack = Some(d.addr());
-                }
-                continue;
-            }
-            if ack.is_some() {
-                return Err("device-readable descriptor after a writable one".into());
-            }
-            let len = d.len() as usize;
-            let start = self.scratch.len();
-            if start + len > MAX_CTRL {
-                return Err(format!("command is longer than {MAX_CTRL} bytes"));
-            }
-            self.scratch.resize(start + len, 0);
-            mem.read_slice(&mut self.scratch[start..], d.addr())
-                .map_err(|e| format!("buffer {:#x}+{len}: {e}", d.addr().0))?;
-        }
-        let ack = ack.ok_or("no writable byte for the ack")?;
-        // An ack byte outside guest RAM cannot be written: refuse the chain before acting
-        // on it. Found by tests/proptest_hostile.rs: the command used to run and be
-        // counted, then the failed ack write counted it a second time (as an error).
-        if !vm_memory::GuestMemoryBackend::address_in_range(mem, ack) {
-            return Err(format!("ack byte {:#x} is outside guest memory", ack.0));
-        }
-        let answer = if more {
-            Err(CHAIN_CUT.to_string())
+        let ack = chain::command(&mut self.scratch, mem, &self.chain)?;
+        let answer = if self.chain.cut {
+            Err(CtrlError::Cut)
         } else if self.scratch.len() < 2 {
-            Err(format!(
-                "{} bytes is shorter than the class and command",
-                self.scratch.len()
-            ))
+            Err(CtrlError::Short {
+                len: self.scratch.len(),
+            })
         } else {
             let (class, cmd) = (self.scratch[0], self.scratch[1]);
             let data = self.scratch[2..].to_vec();
@@ -424,7 +436,7 @@ impl Engine {
                         self.shared.set_mac(mac);
                     }
                 })
-                .map_err(|e| e.to_string())
+                .map_err(CtrlError::from)
         };
         let code = match answer {
             Ok(()) => {
@@ -437,8 +449,10 @@ impl Engine {
                 ctrl::ERR
             }
         };
-        mem.write_obj(code, ack)
-            .map_err(|e| format!("ack byte {:#x}: {e}", ack.0))?;
+        mem.write_obj(code, ack).map_err(|source| ChainError::Ack {
+            addr: ack.0,
+            source,
+        })?;
         Ok(1)
     }
 
@@ -446,68 +460,42 @@ impl Engine {
     /// `Ok(None)`: no buffer available. `Err`: a malformed chain, already returned empty.
     fn next_rx_buf(
         &mut self,
-        rx: &mut Queue,
+        queue: u16,
+        rx: &mut dyn DeviceQueue,
         used: &mut UsedBatch,
     ) -> Result<Option<Result<RxBuf, ()>>, Fatal> {
-        let mem = self.mem.clone();
-        if self.rx_shrunk(rx)? {
+        if self.rx_shrunk(rx, queue)? {
             return Ok(None);
         }
-        let Some(chain) = rx.pop_descriptor_chain(&*mem) else {
-            self.check_avail_index(rx, RX_QUEUE)?;
+        if !self.pop(rx, queue)? {
             return Ok(None);
-        };
-        let head = chain.head_index();
+        }
+        let head = self.chain.id;
         let start = self.rx_descs.len();
-        let mut capacity = 0usize;
-        let mut more = false;
-        let mut bad = None;
-        for d in chain {
-            more = d.has_next();
-            if !d.is_write_only() {
-                bad = Some("device-readable descriptor in an rx chain");
-                break;
+        match chain::scatter_list(&mut self.rx_descs, &self.mem, &self.chain) {
+            Ok(capacity) => Ok(Some(Ok(RxBuf {
+                head,
+                descs: (start, self.rx_descs.len()),
+                capacity,
+            }))),
+            Err(why) => {
+                self.stats.rx_malformed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("rx chain {head}: {why}");
+                used.push(rx, &self.mem, head, 0).map_err(Fatal::Used)?;
+                Ok(Some(Err(())))
             }
-            // The whole buffer must be guest RAM, as tx buffers must. Found by
-            // tests/proptest_hostile.rs: a buffer outside RAM (or running past its end) was
-            // taken, the frame's writes into it failed, and the frame was still counted
-            // delivered: lost, with used lengths that did not add up.
-            if !vm_memory::GuestMemoryBackend::check_range(&*mem, d.addr(), d.len() as usize) {
-                bad = Some("buffer outside guest memory");
-                break;
-            }
-            capacity += d.len() as usize;
-            self.rx_descs.push((d.addr(), d.len()));
         }
-        if more && bad.is_none() {
-            bad = Some(CHAIN_CUT);
-        }
-        if bad.is_none() && capacity == 0 {
-            // No descriptors at all (a head past the table, a broken indirect table) or
-            // only empty ones: no frame can ever fit, and kept it would drop every frame
-            // (or, with mergeable buffers, be taken again for each). Found by
-            // tests/proptest_hostile.rs.
-            bad = Some("rx chain without room for a single byte");
-        }
-        if let Some(why) = bad {
-            self.rx_descs.truncate(start);
-            self.stats.rx_malformed.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!("rx chain {head}: {why}");
-            used.push(rx, &mem, head, 0)?;
-            return Ok(Some(Err(())));
-        }
-        Ok(Some(Ok(RxBuf {
-            head,
-            descs: (start, self.rx_descs.len()),
-            capacity,
-        })))
     }
 
     /// Returns the frames delivered (and malformed chains returned) and whether the driver
     /// ran out of rx buffers.
-    pub fn process_rx(&mut self, rx: &mut Queue) -> Result<(usize, bool), Fatal> {
+    pub fn process_rx(
+        &mut self,
+        queue: u16,
+        rx: &mut dyn DeviceQueue,
+    ) -> Result<(usize, bool), Fatal> {
         let mem = self.mem.clone();
-        let mut used = UsedBatch::new(rx);
+        let mut used = UsedBatch::new();
         let mut done = 0;
         let mut starved = false;
         let own = self.shared.mac();
@@ -549,12 +537,10 @@ impl Engine {
             self.rx_descs.clear();
             let mut have = 0;
             while have < need {
-                match self.next_rx_buf(rx, &mut used)? {
+                match self.next_rx_buf(queue, rx, &mut used)? {
                     None => {
                         // Not enough buffers: put back what this frame took; it waits.
-                        for _ in 0..self.rx_bufs.len() {
-                            rx.go_to_previous_position();
-                        }
+                        rx.unpop(self.rx_bufs.len() as u16);
                         starved = true;
                         break 'frames;
                     }
@@ -562,7 +548,7 @@ impl Engine {
                         // A malformed chain, returned empty. Chains already taken for this
                         // frame cannot be put back behind it: return them empty too.
                         for b in self.rx_bufs.drain(..) {
-                            used.push(rx, &mem, b.head, 0)?;
+                            used.push(rx, &mem, b.head, 0).map_err(Fatal::Used)?;
                         }
                         done += 1;
                         continue 'frames;
@@ -579,9 +565,7 @@ impl Engine {
             if have < need {
                 // Without mergeable buffers a frame must fit one chain, with them a ring's
                 // worth of buffers: drop the frame, keep the buffers for the next one.
-                for _ in 0..self.rx_bufs.len() {
-                    rx.go_to_previous_position();
-                }
+                rx.unpop(self.rx_bufs.len() as u16);
                 self.source.consume();
                 self.stats.source_frames.fetch_add(1, Ordering::Relaxed);
                 self.stats.rx_dropped.fetch_add(1, Ordering::Relaxed);
@@ -595,13 +579,18 @@ impl Engine {
         // driver learns of it (the interrupt comes first) before it can forward them: what
         // it sends while the link is down does not depend on timing.
         self.flap_link();
-        self.publish(used, rx, RX_QUEUE)?;
+        self.publish(used, rx, queue)?;
         Ok((done, starved))
     }
 
     /// Writes the peeked frame, behind its header, into the buffers in `rx_bufs`, and
     /// stages their used entries.
-    fn deliver(&mut self, rx: &Queue, mem: &Memory, used: &mut UsedBatch) -> Result<(), Fatal> {
+    fn deliver(
+        &mut self,
+        rx: &mut dyn DeviceQueue,
+        mem: &Memory,
+        used: &mut UsedBatch,
+    ) -> Result<(), Fatal> {
         let Peek::Frame(frame) = self.source.peek() else {
             return Ok(());
         };
@@ -638,7 +627,7 @@ impl Engine {
                     at = GuestAddress(at.0 + n as u64);
                 }
             }
-            used.push(rx, mem, b.head, written)?;
+            used.push(rx, mem, b.head, written).map_err(Fatal::Used)?;
         }
         self.source.consume();
         self.delivered += 1;
@@ -652,19 +641,26 @@ impl Engine {
 impl Datapath {
     pub fn new(
         parts: EngineParts,
-        rx: ActiveQueue,
-        tx: ActiveQueue,
+        pairs: Vec<QueuePair>,
         ctrl: Option<ActiveQueue>,
         stop: Arc<AtomicBool>,
         cfg: &NetConfig,
     ) -> Self {
+        let pairs = pairs
+            .into_iter()
+            .map(|p| {
+                let pair = p.index();
+                ServedPair {
+                    rx: Served::new(p.rx, Role::Rx(pair)),
+                    tx: Served::new(p.tx, Role::Tx(pair)),
+                    rx_starved: false,
+                }
+            })
+            .collect();
         Self {
             engine: Engine::new(parts, cfg),
-            rx: rx.queue,
-            rx_kick: rx.kick,
-            tx: tx.queue,
-            tx_kick: tx.kick,
-            ctrl: ctrl.map(|c| (c.queue, c.kick)),
+            pairs,
+            ctrl: ctrl.map(|c| Served::new(c, Role::Ctrl)),
             stop,
         }
     }
@@ -676,7 +672,7 @@ impl Datapath {
         let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.serve()));
         let failure = match served {
             Ok(Ok(())) => None,
-            Ok(Err(Fatal(why))) => Some(why),
+            Ok(Err(fatal)) => Some(fatal.to_string()),
             Err(panic) => Some(format!(
                 "the datapath thread panicked: {}",
                 crate::panic::message(&*panic)
@@ -689,14 +685,16 @@ impl Datapath {
         self.engine.into_end()
     }
 
-    fn queues(&mut self) -> impl Iterator<Item = (&'static str, &mut Queue)> {
-        [("rx", &mut self.rx), ("tx", &mut self.tx)]
-            .into_iter()
-            .chain(self.ctrl.as_mut().map(|(q, _)| ("ctrl", q)))
+    /// Every queue served, in a fixed order: each pair's rx and tx, then the control queue.
+    fn queues(&mut self) -> impl Iterator<Item = &mut Served> {
+        self.pairs
+            .iter_mut()
+            .flat_map(|p| [&mut p.rx, &mut p.tx])
+            .chain(self.ctrl.as_mut())
     }
 
     fn serve(&mut self) -> Result<(), Fatal> {
-        self.set_notifications(false)?;
+        self.disable_notifications()?;
         let mut idle = 0u32;
         while !self.stop.load(Ordering::Relaxed) {
             if self.engine.health.needs_reset() {
@@ -705,13 +703,17 @@ impl Datapath {
                 continue;
             }
             self.engine.flap_link();
-            let ctrl = match self.ctrl.as_mut() {
-                Some((q, _)) => self.engine.serve_ctrl(q)?,
+            let mut work = match self.ctrl.as_mut() {
+                Some(c) => self.engine.serve_ctrl(c.index, &mut *c.queue)?,
                 None => 0,
             };
-            let work = ctrl + self.engine.process_tx(&mut self.tx)?;
-            let (rx, rx_starved) = self.engine.process_rx(&mut self.rx)?;
-            if work + rx > 0 {
+            for p in &mut self.pairs {
+                work += self.engine.process_tx(p.tx.index, &mut *p.tx.queue)?;
+                let (rx, starved) = self.engine.process_rx(p.rx.index, &mut *p.rx.queue)?;
+                work += rx;
+                p.rx_starved = starved;
+            }
+            if work > 0 {
                 idle = 0;
                 continue;
             }
@@ -725,43 +727,52 @@ impl Datapath {
             // the last poll and the request. Rx kicks matter only when rx is out of buffers.
             let mut pending = false;
             let mem = self.engine.mem.clone();
-            for (name, q) in self.queues() {
-                if name == "rx" && !rx_starved {
-                    continue;
+            for p in &mut self.pairs {
+                let rx = p.rx_starved.then_some(&mut p.rx);
+                for q in rx.into_iter().chain([&mut p.tx]) {
+                    pending |= enable_notification(q, &mem)?;
                 }
-                pending |= q
-                    .enable_notification(&*mem)
-                    .map_err(|e| Fatal(format!("{name} queue: {e}")))?;
+            }
+            if let Some(c) = self.ctrl.as_mut() {
+                pending |= enable_notification(c, &mem)?;
             }
             if !pending {
                 self.sleep()?;
             }
-            self.set_notifications(false)?;
+            self.disable_notifications()?;
         }
         Ok(())
     }
 
-    fn set_notifications(&mut self, enable: bool) -> Result<(), Fatal> {
+    fn disable_notifications(&mut self) -> Result<(), Fatal> {
         let mem = self.engine.mem.clone();
-        for (name, q) in self.queues() {
-            let r = if enable {
-                q.enable_notification(&*mem).map(|_| ())
-            } else {
-                q.disable_notification(&*mem)
-            };
-            r.map_err(|e| Fatal(format!("{name} queue: {e}")))?;
+        for q in self.queues() {
+            q.queue
+                .disable_notification(&mem)
+                .map_err(|source| Fatal::Notification {
+                    role: q.role,
+                    source,
+                })?;
         }
         Ok(())
     }
 
     /// Waits for a kick on any queue, at most [`SLEEP_MS`], and counts the kicks.
     fn sleep(&mut self) -> Result<(), Fatal> {
-        let mut kicks = vec![(RX_QUEUE, &self.rx_kick), (TX_QUEUE, &self.tx_kick)];
-        if let Some((_, k)) = &self.ctrl {
-            kicks.push((CTRL_QUEUE, k));
-        }
-        wait_for_kicks(&kicks, &self.engine.stats)
+        let stats = self.engine.stats.clone();
+        let kicks: Vec<(u16, &EventFd)> = self.queues().map(|q| (q.index, &q.kick)).collect();
+        wait_for_kicks(&kicks, &stats)
     }
+}
+
+/// Asks the driver to notify `q`; returns whether chains arrived meanwhile.
+fn enable_notification(q: &mut Served, mem: &Memory) -> Result<bool, Fatal> {
+    q.queue
+        .enable_notification(mem)
+        .map_err(|source| Fatal::Notification {
+            role: q.role,
+            source,
+        })
 }
 
 /// Waits for a kick on any of `kicks` (queue index, eventfd), at most [`SLEEP_MS`], and
@@ -780,13 +791,15 @@ fn wait_for_kicks(kicks: &[(u16, &EventFd)], stats: &NetStats) -> Result<(), Fat
     if r < 0 {
         let e = std::io::Error::last_os_error();
         if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(Fatal(format!("waiting for queue kicks: {e}")));
+            return Err(Fatal::Wait(e));
         }
     }
     // The eventfds are non-blocking: EAGAIN just means no kick.
     for (q, k) in kicks {
         if let Ok(n) = k.read() {
-            stats.kicks[usize::from(*q)].fetch_add(n, Ordering::Relaxed);
+            if let Some(count) = stats.kicks.get(usize::from(*q)) {
+                count.fetch_add(n, Ordering::Relaxed);
+            }
         }
     }
     Ok(())
@@ -796,8 +809,7 @@ fn wait_for_kicks(kicks: &[(u16, &EventFd)], stats: &NetStats) -> Result<(), Fat
 /// are rare: it waits for kicks instead of polling.
 pub(super) struct ControlPath {
     engine: Engine,
-    queue: Queue,
-    kick: EventFd,
+    ctrl: Served,
     stop: Arc<AtomicBool>,
 }
 
@@ -810,14 +822,14 @@ impl ControlPath {
     ) -> Self {
         Self {
             engine: Engine::new(parts, cfg),
-            queue: ctrl.queue,
-            kick: ctrl.kick,
+            ctrl: Served::new(ctrl, Role::Ctrl),
             stop,
         }
     }
 
     pub fn run(mut self) -> DatapathEnd {
-        if let Err(Fatal(why)) = self.serve() {
+        if let Err(fatal) = self.serve() {
+            let why = fatal.to_string();
             tracing::error!("virtio-net control queue stopped: {why}");
             self.engine.stats.set_failure(why);
         }
@@ -828,52 +840,18 @@ impl ControlPath {
         let mem = self.engine.mem.clone();
         while !self.stop.load(Ordering::Relaxed) {
             if !self.engine.health.needs_reset() {
-                self.engine.serve_ctrl(&mut self.queue)?;
-                let pending = self
-                    .queue
-                    .enable_notification(&*mem)
-                    .map_err(|e| Fatal(format!("ctrl queue: {e}")))?;
-                if pending {
+                let c = &mut self.ctrl;
+                self.engine.serve_ctrl(c.index, &mut *c.queue)?;
+                if enable_notification(c, &mem)? {
                     continue;
                 }
             }
-            wait_for_kicks(&[(CTRL_QUEUE, &self.kick)], &self.engine.stats)?;
+            let kicks = [(self.ctrl.index, &self.ctrl.kick)];
+            wait_for_kicks(&kicks, &self.engine.stats)?;
         }
         Ok(())
     }
 }
 
-/// Copies a tx chain (header and frame) into `buf`.
-fn gather(
-    buf: &mut Vec<u8>,
-    mem: &Memory,
-    chain: DescriptorChain<&Memory>,
-    hdr_len: usize,
-) -> Result<(), String> {
-    buf.clear();
-    let mut more = false;
-    for desc in chain {
-        more = desc.has_next();
-        if desc.is_write_only() {
-            return Err("write-only descriptor in a tx chain".into());
-        }
-        let len = desc.len() as usize;
-        let start = buf.len();
-        if start + len > MAX_TX_CHAIN {
-            return Err(format!("chain is longer than {MAX_TX_CHAIN} bytes"));
-        }
-        buf.resize(start + len, 0);
-        mem.read_slice(&mut buf[start..], desc.addr())
-            .map_err(|e| format!("buffer {:#x}+{len}: {e}", desc.addr().0))?;
-    }
-    if more {
-        return Err(CHAIN_CUT.into());
-    }
-    if buf.len() < hdr_len {
-        return Err(format!(
-            "{} bytes is shorter than the {hdr_len}-byte header",
-            buf.len()
-        ));
-    }
-    Ok(())
-}
+#[cfg(test)]
+mod tests;

@@ -1,9 +1,12 @@
 //! The virtio-net device (virtio 1.x, 5.1): its configuration space, the features it offers,
 //! link state, and the datapath it starts when the driver sets DRIVER_OK.
 
+mod chain;
 mod ctrl;
 pub(crate) mod datapath;
+mod dataplane;
 pub mod filter;
+mod queues;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,9 +15,13 @@ use std::time::Duration;
 
 use crate::endpoint::{NullSink, NullSource, Sink, Source};
 use crate::fault::{FaultConfig, FaultCounters, FaultStats, Faulty};
-use crate::vhost::Dataplane;
 use crate::virtio::{self, ActivateError, Activation, Interrupt, VirtioDevice};
 use datapath::{ControlPath, Datapath, DatapathEnd, EngineParts};
+
+pub use chain::{ChainError, CtrlError};
+pub use ctrl::{BadData, Refusal, TableError};
+pub use dataplane::{Dataplane, DataplaneError};
+pub use queues::{QueueLayout, QueuePair, Role};
 
 /// Virtio device type of a network card.
 pub const DEVICE_TYPE: u16 = 1;
@@ -28,6 +35,8 @@ pub mod features {
     pub const CTRL_VQ: u64 = 1 << 17;
     pub const CTRL_RX: u64 = 1 << 18;
     pub const CTRL_VLAN: u64 = 1 << 19;
+    /// Multiqueue: not offered yet; with it the driver uses every queue pair.
+    pub const MQ: u64 = 1 << 22;
     pub const CTRL_MAC_ADDR: u64 = 1 << 23;
     pub const ANY_LAYOUT: u64 = 1 << 27;
 
@@ -81,11 +90,6 @@ mod config {
 
 const NET_S_LINK_UP: u16 = 1;
 
-/// Queue indexes of the single queue pair, and of the control queue after it.
-pub const RX_QUEUE: u16 = 0;
-pub const TX_QUEUE: u16 = 1;
-pub const CTRL_QUEUE: u16 = 2;
-
 /// `struct virtio_net_hdr_v1` (VERSION_1 or MRG_RXBUF: `num_buffers` is present).
 pub const NET_HDR_LEN: usize = 12;
 /// The legacy header, without `num_buffers`.
@@ -113,6 +117,10 @@ pub struct NetConfig {
     pub mac: [u8; 6],
     /// Maximum size of each queue.
     pub queue_size: u16,
+    /// Queue pairs the device has (`max_virtqueue_pairs`, 1 to [`QueueLayout::MAX_PAIRS`]).
+    /// A driver uses more than the first only with VIRTIO_NET_F_MQ, which the device does
+    /// not offer yet.
+    pub max_queue_pairs: u16,
     /// Largest frame (without FCS) the device carries in either direction. With
     /// VIRTIO_NET_F_MTU the device reports `max_frame - 18` as its MTU.
     pub max_frame: usize,
@@ -140,6 +148,7 @@ impl Default for NetConfig {
         Self {
             mac: [0x52, 0x54, 0x00, 0x12, 0x34, 0x56],
             queue_size: 256,
+            max_queue_pairs: 1,
             max_frame: DEFAULT_MAX_FRAME,
             features: features::DEFAULT,
             datapath_cpu: None,
@@ -151,7 +160,7 @@ impl Default for NetConfig {
 }
 
 /// Datapath counters, readable while the datapath runs.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct NetStats {
     /// Frames taken from the source.
     pub source_frames: AtomicU64,
@@ -177,8 +186,9 @@ pub struct NetStats {
     /// Control commands answered OK and answered ERR.
     pub ctrl_ok: AtomicU64,
     pub ctrl_err: AtomicU64,
-    /// Notifications (kicks) received from the driver, per queue: rx, tx, ctrl.
-    pub kicks: [AtomicU64; 3],
+    /// Notifications (kicks) received from the driver, per queue index: each pair's rx and
+    /// tx, then the control queue (a slot for it whether or not the device has one).
+    pub kicks: Vec<AtomicU64>,
     /// Interrupts the datapath raised.
     pub interrupts: AtomicU64,
     /// Set once every source frame was delivered or dropped and the source has ended.
@@ -205,13 +215,46 @@ pub struct NetCounters {
     pub tx_while_link_down: u64,
     pub ctrl_ok: u64,
     pub ctrl_err: u64,
-    pub kicks: [u64; 3],
+    /// Per queue index, as [`NetStats::kicks`].
+    pub kicks: Vec<u64>,
     pub interrupts: u64,
     pub input_drained: bool,
     pub faults: FaultCounters,
 }
 
+/// Counters for one queue pair and the control queue.
+impl Default for NetStats {
+    fn default() -> Self {
+        Self::new(1)
+    }
+}
+
 impl NetStats {
+    /// Counters for a device of `pairs` queue pairs.
+    pub fn new(pairs: u16) -> Self {
+        let queues = usize::from(QueueLayout::offered(pairs, features::CTRL_VQ).len());
+        Self {
+            source_frames: AtomicU64::default(),
+            rx_delivered: AtomicU64::default(),
+            rx_bytes: AtomicU64::default(),
+            rx_dropped: AtomicU64::default(),
+            rx_filtered: AtomicU64::default(),
+            rx_malformed: AtomicU64::default(),
+            tx_frames: AtomicU64::default(),
+            tx_bytes: AtomicU64::default(),
+            tx_dropped: AtomicU64::default(),
+            tx_malformed: AtomicU64::default(),
+            tx_while_link_down: AtomicU64::default(),
+            ctrl_ok: AtomicU64::default(),
+            ctrl_err: AtomicU64::default(),
+            kicks: (0..queues).map(|_| AtomicU64::default()).collect(),
+            interrupts: AtomicU64::default(),
+            input_drained: AtomicBool::default(),
+            faults: Arc::default(),
+            failure: Mutex::default(),
+        }
+    }
+
     pub fn snapshot(&self) -> NetCounters {
         let g = |a: &AtomicU64| a.load(Ordering::Acquire);
         NetCounters {
@@ -228,7 +271,7 @@ impl NetStats {
             tx_while_link_down: g(&self.tx_while_link_down),
             ctrl_ok: g(&self.ctrl_ok),
             ctrl_err: g(&self.ctrl_err),
-            kicks: [g(&self.kicks[0]), g(&self.kicks[1]), g(&self.kicks[2])],
+            kicks: self.kicks.iter().map(g).collect(),
             interrupts: g(&self.interrupts),
             input_drained: self.input_drained.load(Ordering::Acquire),
             faults: self.faults.snapshot(),
@@ -378,7 +421,7 @@ impl Net {
 
     pub fn with_backend(cfg: NetConfig, backend: Backend) -> Self {
         let shared = NetShared::new(&cfg);
-        let stats = Arc::new(NetStats::default());
+        let stats = Arc::new(NetStats::new(cfg.max_queue_pairs));
         let (endpoints, vhost) = match backend {
             Backend::Rust { source, sink } => {
                 let source: Box<dyn Source> = if cfg.faults.touches_frames() {
@@ -479,12 +522,8 @@ impl VirtioDevice for Net {
     }
 
     fn queue_max_sizes(&self) -> Vec<u16> {
-        let queues = if self.cfg.features & features::CTRL_VQ != 0 {
-            3
-        } else {
-            2
-        };
-        vec![self.cfg.queue_size; queues]
+        let layout = QueueLayout::offered(self.cfg.max_queue_pairs, self.cfg.features);
+        vec![self.cfg.queue_size; usize::from(layout.len())]
     }
 
     fn features(&self) -> u64 {
@@ -509,8 +548,9 @@ impl VirtioDevice for Net {
             0
         };
         space[config::STATUS..config::STATUS + 2].copy_from_slice(&status.to_le_bytes());
+        let pairs = QueueLayout::offered(self.cfg.max_queue_pairs, self.cfg.features).pairs();
         space[config::MAX_VIRTQUEUE_PAIRS..config::MAX_VIRTQUEUE_PAIRS + 2]
-            .copy_from_slice(&1u16.to_le_bytes());
+            .copy_from_slice(&pairs.to_le_bytes());
         let mtu = (self.cfg.max_frame.saturating_sub(18)).min(usize::from(u16::MAX)) as u16;
         space[config::MTU..config::MTU + 2].copy_from_slice(&mtu.to_le_bytes());
         for (i, b) in data.iter_mut().enumerate() {
@@ -539,19 +579,23 @@ impl VirtioDevice for Net {
         if self.running.is_some() {
             return Err(ActivateError::AlreadyActive);
         }
-        let mut queues = a.queues.into_iter();
-        let rx = queues.next().flatten();
-        let tx = queues.next().flatten();
-        let ctrl = queues.next().flatten();
-        let (rx, tx) = match (rx, tx) {
-            (Some(rx), Some(tx)) => (rx, tx),
-            (rx, _) => {
-                let missing = if rx.is_none() { RX_QUEUE } else { TX_QUEUE };
-                return Err(ActivateError::QueueNotEnabled(missing));
+        let layout = QueueLayout::in_use(self.cfg.max_queue_pairs, a.features);
+        let mut queues = a.queues;
+        let mut take = |index: u16| queues.get_mut(usize::from(index)).and_then(Option::take);
+        let mut pairs = Vec::with_capacity(usize::from(layout.pairs()));
+        for pair in 0..layout.pairs() {
+            let (rx, tx) = (QueueLayout::rx(pair), QueueLayout::tx(pair));
+            match (take(rx), take(tx)) {
+                (Some(rx), Some(tx)) => pairs.push(QueuePair { rx, tx }),
+                (None, _) => return Err(ActivateError::QueueNotEnabled(rx)),
+                (Some(_), None) => return Err(ActivateError::QueueNotEnabled(tx)),
             }
-        };
-        if a.features & features::CTRL_VQ != 0 && ctrl.is_none() {
-            return Err(ActivateError::QueueNotEnabled(CTRL_QUEUE));
+        }
+        // A control queue the driver enabled is served even if it did not negotiate
+        // VIRTIO_NET_F_CTRL_VQ (its commands then need features it does not have).
+        let ctrl = take(layout.ctrl_index());
+        if let (Some(index), None) = (layout.ctrl(), &ctrl) {
+            return Err(ActivateError::QueueNotEnabled(index));
         }
         *self
             .shared
@@ -573,7 +617,7 @@ impl VirtioDevice for Net {
             if let Err(e) = vhost.start(
                 &a.mem,
                 a.features,
-                [&rx, &tx],
+                &pairs,
                 a.interrupt.clone(),
                 self.stats.clone(),
             ) {
@@ -601,7 +645,7 @@ impl VirtioDevice for Net {
                     "the endpoint was lost earlier".into(),
                 ));
             };
-            let dp = Datapath::new(parts(source, sink), rx, tx, ctrl, stop.clone(), &self.cfg);
+            let dp = Datapath::new(parts(source, sink), pairs, ctrl, stop.clone(), &self.cfg);
             let cpu = self.cfg.datapath_cpu;
             std::thread::Builder::new()
                 .name("vlab-net".into())
@@ -635,3 +679,6 @@ impl VirtioDevice for Net {
         self.stats.input_drained.store(false, Ordering::Release);
     }
 }
+
+#[cfg(test)]
+mod tests;

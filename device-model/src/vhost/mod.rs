@@ -24,12 +24,13 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
-use virtio_queue::QueueT;
 use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::net::{features as net_features, NetStats, RX_QUEUE, TX_QUEUE};
-use crate::virtio::{features as virtio_features, ActiveQueue, Interrupt, Memory};
+/// The seam between the device and a backend, defined by the device.
+pub use crate::net::Dataplane;
+use crate::net::{features as net_features, DataplaneError, NetStats, QueuePair};
+use crate::virtio::{features as virtio_features, Interrupt, Memory};
 
 /// The virtio feature bits a backend serves on the data queues: what it must support for
 /// the device to offer them. The rest (MAC, STATUS, MTU, the control queue) is ours.
@@ -118,34 +119,13 @@ pub trait Peer: Send {
     }
 }
 
-/// A vhost backend behind our device; the virtio-net device drives it through this.
-pub trait Dataplane: Send {
-    fn name(&self) -> &'static str;
-
-    /// The data features the backend supports.
-    fn features(&self) -> u64;
-
-    /// Hands the rx and tx queues to the backend. `stats` takes a failure noticed later
-    /// (a backend that dies), which stops the run.
-    fn start(
-        &mut self,
-        mem: &Memory,
-        negotiated: u64,
-        queues: [&ActiveQueue; 2],
-        interrupt: Arc<dyn Interrupt>,
-        stats: Arc<NetStats>,
-    ) -> Result<(), Error>;
-
-    /// Takes the queues back (on reset and at the end of a run).
-    fn stop(&mut self) -> Result<(), Error>;
-}
-
 /// The common driver of a vhost backend.
 pub struct Vhost<P: Peer> {
     peer: P,
     features: u64,
     calls: Option<CallForwarder>,
-    started: bool,
+    /// The queues handed to the backend, by index, once they all were.
+    started: Vec<usize>,
 }
 
 impl<P: Peer> Vhost<P> {
@@ -168,7 +148,7 @@ impl<P: Peer> Vhost<P> {
             peer,
             features,
             calls: None,
-            started: false,
+            started: Vec::new(),
         })
     }
 
@@ -231,7 +211,24 @@ impl<P: Peer> Dataplane for Vhost<P> {
         &mut self,
         mem: &Memory,
         negotiated: u64,
-        queues: [&ActiveQueue; 2],
+        pairs: &[QueuePair],
+        interrupt: Arc<dyn Interrupt>,
+        stats: Arc<NetStats>,
+    ) -> Result<(), DataplaneError> {
+        Ok(self.start_queues(mem, negotiated, pairs, interrupt, stats)?)
+    }
+
+    fn stop(&mut self) -> Result<(), DataplaneError> {
+        Ok(self.stop_queues()?)
+    }
+}
+
+impl<P: Peer> Vhost<P> {
+    fn start_queues(
+        &mut self,
+        mem: &Memory,
+        negotiated: u64,
+        pairs: &[QueuePair],
         interrupt: Arc<dyn Interrupt>,
         stats: Arc<NetStats>,
     ) -> Result<(), Error> {
@@ -247,16 +244,22 @@ impl<P: Peer> Dataplane for Vhost<P> {
                 source,
             }
         };
-        let calls = [
-            EventFd::new(EFD_NONBLOCK).map_err(io("creating a call eventfd"))?,
-            EventFd::new(EFD_NONBLOCK).map_err(io("creating a call eventfd"))?,
-        ];
-        for (index, aq) in [RX_QUEUE, TX_QUEUE].into_iter().zip(queues) {
-            let i = usize::from(index);
-            let q = &aq.queue;
+        let queues: Vec<_> = pairs.iter().flat_map(|p| [&p.rx, &p.tx]).collect();
+        // One call eventfd per queue, all made before any queue is handed over.
+        let calls = queues
+            .iter()
+            .map(|aq| Ok((aq.index, EventFd::new(EFD_NONBLOCK)?)))
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(io("creating a call eventfd"))?;
+        for (aq, (_, call)) in queues.iter().zip(&calls) {
+            let i = usize::from(aq.index);
+            let q = &*aq.queue;
             let b = self.peer.backend();
             self.step("SET_VRING_NUM", b.set_vring_num(i, q.size()))?;
-            self.step("SET_VRING_BASE", b.set_vring_base(i, q.next_avail()))?;
+            self.step(
+                "SET_VRING_BASE",
+                b.set_vring_base(i, q.position().next_avail),
+            )?;
             let addr = |gpa: u64| -> Result<u64, Error> {
                 if !P::RINGS_BY_VIRTUAL_ADDRESS {
                     return Ok(gpa);
@@ -268,17 +271,18 @@ impl<P: Peer> Dataplane for Vhost<P> {
                         why: format!("queue {i}: ring at {gpa:#x}: {e}"),
                     })
             };
+            let rings = q.addresses();
             let ring = VringConfigData {
                 queue_max_size: q.max_size(),
                 queue_size: q.size(),
                 flags: 0,
-                desc_table_addr: addr(q.desc_table())?,
-                used_ring_addr: addr(q.used_ring())?,
-                avail_ring_addr: addr(q.avail_ring())?,
+                desc_table_addr: addr(rings.desc)?,
+                used_ring_addr: addr(rings.device)?,
+                avail_ring_addr: addr(rings.driver)?,
                 log_addr: None,
             };
             self.step("SET_VRING_ADDR", b.set_vring_addr(i, &ring))?;
-            self.step("SET_VRING_CALL", b.set_vring_call(i, &calls[i]))?;
+            self.step("SET_VRING_CALL", b.set_vring_call(i, call))?;
             self.step("SET_VRING_KICK", b.set_vring_kick(i, &aq.kick))?;
             self.peer.attach(i)?;
         }
@@ -286,19 +290,15 @@ impl<P: Peer> Dataplane for Vhost<P> {
             CallForwarder::spawn(calls, interrupt, self.peer.connection(), stats, P::NAME)
                 .map_err(io("starting the call forwarder"))?,
         );
-        self.started = true;
+        self.started = queues.iter().map(|aq| usize::from(aq.index)).collect();
         Ok(())
     }
 
-    fn stop(&mut self) -> Result<(), Error> {
+    fn stop_queues(&mut self) -> Result<(), Error> {
         if let Some(c) = self.calls.take() {
             c.stop();
         }
-        if !std::mem::take(&mut self.started) {
-            return Ok(());
-        }
-        for index in [RX_QUEUE, TX_QUEUE] {
-            let i = usize::from(index);
+        for i in std::mem::take(&mut self.started) {
             self.peer.detach(i)?;
             self.step("GET_VRING_BASE", self.peer.backend().get_vring_base(i))?;
         }
@@ -316,7 +316,7 @@ struct CallForwarder {
 
 impl CallForwarder {
     fn spawn(
-        calls: [EventFd; 2],
+        calls: Vec<(u16, EventFd)>,
         interrupt: Arc<dyn Interrupt>,
         connection: Option<RawFd>,
         stats: Arc<NetStats>,
@@ -350,7 +350,7 @@ impl CallForwarder {
 }
 
 fn forward_calls(
-    calls: &[EventFd; 2],
+    calls: &[(u16, EventFd)],
     interrupt: &dyn Interrupt,
     connection: Option<RawFd>,
     stats: &NetStats,
@@ -358,9 +358,9 @@ fn forward_calls(
     wake: &EventFd,
     stop: &AtomicBool,
 ) {
-    let queues = [RX_QUEUE, TX_QUEUE];
     let mut fds: Vec<libc::pollfd> = calls
         .iter()
+        .map(|(_, call)| call)
         .chain(std::iter::once(wake))
         .map(|e| libc::pollfd {
             fd: e.as_raw_fd(),
@@ -386,13 +386,14 @@ fn forward_calls(
             stats.set_failure(format!("{backend} backend: waiting for calls: {e}"));
             return;
         }
-        for (i, call) in calls.iter().enumerate() {
+        for (i, (queue, call)) in calls.iter().enumerate() {
             if fds[i].revents & libc::POLLIN != 0 && call.read().is_ok() {
                 stats.interrupts.fetch_add(1, Ordering::Relaxed);
-                interrupt.queue(queues[i]);
+                interrupt.queue(*queue);
             }
         }
-        if let Some(conn) = fds.get(3) {
+        // After the calls and the wake eventfd.
+        if let Some(conn) = fds.get(calls.len() + 1) {
             if conn.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
                 && !stop.load(Ordering::Acquire)
             {

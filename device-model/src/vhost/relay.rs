@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use vhost::vhost_user::message::VhostUserVirtioFeatures;
 use vhost::vhost_user::Listener;
-use vhost_user_backend::{Error, VhostUserDaemon};
+use vhost_user_backend::Error;
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
 /// vhost-user's header: request, flags, payload size (u32 each, little-endian).
@@ -40,12 +40,20 @@ const FLAGS_V1: u32 = 1;
 /// How often a stop request is looked for.
 const STOP_POLL: Duration = Duration::from_millis(10);
 
+/// What the relay needs of the crate's `VhostUserDaemon`, whatever backend it serves.
+pub(super) trait Daemon {
+    /// Accepts the relay's end of the connection from `listener` and starts serving it.
+    fn start(&mut self, listener: &mut Listener) -> Result<(), Error>;
+    /// Waits until the connection ends.
+    fn wait(&mut self) -> Result<(), Error>;
+}
+
 /// Like `VhostUserDaemon::serve` (bind `socket`, serve one connection), with the relay
 /// between the frontend and the crate.
 /// Setting `stop` ends the wait for a frontend, or the connection, as a frontend that went
 /// away would.
 pub(super) fn serve(
-    daemon: &mut VhostUserDaemon<super::user_backend::NetBackend>,
+    daemon: &mut dyn Daemon,
     socket: &Path,
     stop: &AtomicBool,
 ) -> Result<(), Error> {

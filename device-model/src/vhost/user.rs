@@ -12,6 +12,9 @@ use super::{Error, Peer, DATA_FEATURES};
 /// VHOST_USER_F_PROTOCOL_FEATURES: the backend speaks the protocol-feature extension; rings
 /// then start disabled until VHOST_USER_SET_VRING_ENABLE.
 const PROTOCOL_FEATURES: u64 = 1 << 30;
+/// The queues the frontend may address: one queue pair's (the device keeps its control
+/// queue).
+const DATA_QUEUES: u64 = 2;
 
 /// A connection to a vhost-user backend.
 pub struct UserNet {
@@ -28,7 +31,7 @@ impl UserNet {
                 why: format!("connecting to {}: no such socket", path.display()),
             });
         }
-        let mut frontend = Frontend::connect(path, 2).map_err(|source| Error::Step {
+        let mut frontend = Frontend::connect(path, DATA_QUEUES).map_err(|source| Error::Step {
             backend: Self::NAME,
             step: "connecting",
             source,

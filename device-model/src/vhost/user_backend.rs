@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
+use vhost::vhost_user::Listener;
 use vhost_user_backend::{VhostUserBackend, VhostUserDaemon, VringRwLock, VringState, VringT};
 use virtio_queue::QueueT;
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
@@ -23,10 +24,12 @@ use vmm_sys_util::event::{
     new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
 };
 
+use super::relay::{self, Daemon};
 use super::DATA_FEATURES;
 use crate::endpoint::{Sink, SinkError, Source};
 use crate::net::datapath::{DatapathEnd, Engine, EngineParts, Fatal};
-use crate::net::{NetConfig, NetShared, NetStats, RX_QUEUE, TX_QUEUE};
+use crate::net::{NetConfig, NetShared, NetStats, QueueLayout};
+use crate::queue::SplitQueue;
 use crate::virtio::{Health, Interrupt, Memory};
 
 type Gm = GuestMemoryAtomic<GuestMemoryMmap<()>>;
@@ -34,8 +37,19 @@ type Vring = VringRwLock<Gm>;
 
 /// Polls without work before the handler re-enables notifications and returns.
 const IDLE_POLLS: u32 = 20_000;
-/// Epoll token for the source's descriptor (0 and 1 are the queues, 2 the exit event).
-const SOURCE_EVENT: u16 = 3;
+/// Queue pairs the backend serves.
+const PAIRS: u16 = 1;
+
+/// The data queues: the pairs, without a control queue (the frontend keeps that).
+fn layout() -> QueueLayout {
+    QueueLayout::offered(PAIRS, 0)
+}
+
+/// Epoll token for the source's descriptor: the crate's are the queues' indexes, then the
+/// exit event.
+fn source_event() -> u16 {
+    layout().len() + 1
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -99,11 +113,11 @@ pub fn serve(
     if let Some(fd) = source_fd {
         for handler in daemon.get_epoll_handlers() {
             handler
-                .register_listener(fd, EventSet::IN, u64::from(SOURCE_EVENT))
+                .register_listener(fd, EventSet::IN, u64::from(source_event()))
                 .map_err(Error::Listener)?;
         }
     }
-    let served = super::relay::serve(&mut daemon, socket, stop);
+    let served = relay::serve(&mut daemon, socket, stop);
     // What `VhostUserDaemon::serve` does once the connection ends: the vring workers stop.
     let _ = backend.inner.exit.1.notify();
     let _ = std::fs::remove_file(socket);
@@ -139,9 +153,16 @@ struct State {
 
 /// The engine's interrupts, noted to be signalled after the vrings are unlocked (signalling
 /// takes the vring's lock).
-#[derive(Default)]
 struct PendingCalls {
-    queues: [AtomicBool; 2],
+    queues: Vec<AtomicBool>,
+}
+
+impl Default for PendingCalls {
+    fn default() -> Self {
+        Self {
+            queues: (0..layout().len()).map(|_| AtomicBool::default()).collect(),
+        }
+    }
 }
 
 impl Interrupt for PendingCalls {
@@ -208,8 +229,9 @@ impl NetBackend {
         st.engine.as_mut()
     }
 
-    /// One poll of both queues; returns the work done and whether rx lacked buffers.
-    fn poll(&self, vrings: &[Vring]) -> Result<Option<(usize, bool)>, Fatal> {
+    /// One poll of every queue pair; returns the work done and whether rx lacked buffers,
+    /// per pair.
+    fn poll(&self, vrings: &[Vring], starved: &mut [bool]) -> Result<Option<usize>, Fatal> {
         let mut st = self.state();
         let calls = st.calls.clone();
         let Some(engine) = self.engine(&mut st) else {
@@ -218,13 +240,15 @@ impl NetBackend {
         if engine.health().needs_reset() {
             return Ok(None);
         }
-        let (Some(rx), Some(tx)) = (
-            vrings.get(usize::from(RX_QUEUE)),
-            vrings.get(usize::from(TX_QUEUE)),
-        ) else {
-            return Ok(None);
-        };
-        let r = {
+        let mut work = 0;
+        for (pair, starved) in (0..layout().pairs()).zip(starved) {
+            let (rx_index, tx_index) = (QueueLayout::rx(pair), QueueLayout::tx(pair));
+            let (Some(rx), Some(tx)) = (
+                vrings.get(usize::from(rx_index)),
+                vrings.get(usize::from(tx_index)),
+            ) else {
+                return Ok(None);
+            };
             let mut rx = rx.get_mut();
             let mut tx = tx.get_mut();
             // Started (a kick descriptor and ring addresses: the queue is ready) as well as
@@ -233,10 +257,12 @@ impl NetBackend {
             if !(live(&rx) && live(&tx)) {
                 return Ok(None);
             }
-            let tx_done = engine.process_tx(tx.get_queue_mut())?;
-            let (rx_done, starved) = engine.process_rx(rx.get_queue_mut())?;
-            (tx_done + rx_done, starved)
-        };
+            work += engine.process_tx(tx_index, &mut SplitQueue::wrap(tx.get_queue_mut()))?;
+            let (rx_done, rx_starved) =
+                engine.process_rx(rx_index, &mut SplitQueue::wrap(rx.get_queue_mut()))?;
+            work += rx_done;
+            *starved = rx_starved;
+        }
         drop(st);
         for (q, pending) in calls.queues.iter().enumerate() {
             if pending.swap(false, Ordering::AcqRel) {
@@ -245,18 +271,19 @@ impl NetBackend {
                 }
             }
         }
-        Ok(Some(r))
+        Ok(Some(work))
     }
 
     /// Polls until the queues stay idle, then turns notifications back on and returns.
     fn run(&self, vrings: &[Vring]) -> Result<(), Fatal> {
-        let q = |e: virtio_queue::Error| Fatal(format!("queue: {e}"));
         for v in vrings {
-            v.disable_notification().map_err(q)?;
+            v.disable_notification()
+                .map_err(|e| Fatal::Vring(e.into()))?;
         }
+        let mut starved = vec![false; usize::from(layout().pairs())];
         let mut idle = 0u32;
         loop {
-            let Some((work, starved)) = self.poll(vrings)? else {
+            let Some(work) = self.poll(vrings, &mut starved)? else {
                 return Ok(());
             };
             if work > 0 {
@@ -270,19 +297,25 @@ impl NetBackend {
             }
             // Ask for kicks, then look once more: buffers may have come in meanwhile. Rx
             // kicks matter only when rx is out of buffers.
-            let mut pending = vrings[usize::from(TX_QUEUE)]
-                .enable_notification()
-                .map_err(q)?;
-            if starved {
-                pending |= vrings[usize::from(RX_QUEUE)]
+            let mut pending = false;
+            for (pair, &starved) in (0..layout().pairs()).zip(&starved) {
+                let tx = usize::from(QueueLayout::tx(pair));
+                pending |= vrings[tx]
                     .enable_notification()
-                    .map_err(q)?;
+                    .map_err(|e| Fatal::Vring(e.into()))?;
+                if starved {
+                    let rx = usize::from(QueueLayout::rx(pair));
+                    pending |= vrings[rx]
+                        .enable_notification()
+                        .map_err(|e| Fatal::Vring(e.into()))?;
+                }
             }
             if !pending {
                 return Ok(());
             }
             for v in vrings {
-                v.disable_notification().map_err(q)?;
+                v.disable_notification()
+                    .map_err(|e| Fatal::Vring(e.into()))?;
             }
             idle = 0;
         }
@@ -314,7 +347,7 @@ impl VhostUserBackend for NetBackend {
     type Vring = Vring;
 
     fn num_queues(&self) -> usize {
-        2
+        usize::from(layout().len())
     }
 
     fn max_queue_size(&self) -> usize {
@@ -365,10 +398,21 @@ impl VhostUserBackend for NetBackend {
         _thread_id: usize,
     ) -> std::io::Result<()> {
         // Any event (a kick on either queue, the source turning readable) means: poll.
-        self.run(vrings).map_err(|Fatal(why)| {
+        self.run(vrings).map_err(|fatal| {
+            let why = fatal.to_string();
             tracing::error!("vhost-user backend: {why}");
             self.inner.stats.set_failure(why.clone());
             std::io::Error::other(why)
         })
+    }
+}
+
+impl Daemon for VhostUserDaemon<NetBackend> {
+    fn start(&mut self, listener: &mut Listener) -> Result<(), vhost_user_backend::Error> {
+        VhostUserDaemon::start(self, listener)
+    }
+
+    fn wait(&mut self) -> Result<(), vhost_user_backend::Error> {
+        VhostUserDaemon::wait(self)
     }
 }

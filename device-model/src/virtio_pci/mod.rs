@@ -8,16 +8,17 @@
 //! legacy interface in an I/O BAR0 ([`legacy`]).
 
 mod legacy;
+#[cfg(test)]
+mod tests;
 
 use std::sync::atomic::{AtomicU16, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
-use virtio_queue::{Queue, QueueT};
-use vm_memory::GuestAddress;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::msix::Msix;
 use crate::pci::{BarKind, BarRegion, PciConfig, PciDevice, PciIds, CAP_ID_MSIX, CAP_ID_VENDOR};
+use crate::queue::{self, DeviceQueue, Layout, RingAddresses, RingConfig};
 use crate::virtio::{
     features, status, Activation, ActiveQueue, Health, Interrupt, Memory, MsiSink, VirtioDevice,
 };
@@ -447,7 +448,11 @@ impl<D: VirtioDevice> VirtioPciDevice<D> {
                     return;
                 }
             };
-            queues.push(Some(ActiveQueue { queue: q, kick }));
+            queues.push(Some(ActiveQueue {
+                index: i as u16,
+                queue: q,
+                kick,
+            }));
         }
         let activation = Activation {
             mem: self.mem.clone(),
@@ -461,25 +466,24 @@ impl<D: VirtioDevice> VirtioPciDevice<D> {
         }
     }
 
-    fn build_queue(&self, qc: &QueueConfig, event_idx: bool) -> Result<Queue, String> {
-        let mut q = Queue::new(qc.max_size).map_err(|e| e.to_string())?;
-        q.try_set_size(qc.size)
-            .map_err(|e| format!("size {}: {e}", qc.size))?;
-        q.try_set_desc_table_address(GuestAddress(qc.desc))
-            .map_err(|e| format!("descriptor table {:#x}: {e}", qc.desc))?;
-        q.try_set_avail_ring_address(GuestAddress(qc.driver))
-            .map_err(|e| format!("available ring {:#x}: {e}", qc.driver))?;
-        q.try_set_used_ring_address(GuestAddress(qc.device))
-            .map_err(|e| format!("used ring {:#x}: {e}", qc.device))?;
-        q.set_event_idx(event_idx);
-        q.set_ready(true);
-        if !q.is_valid(&*self.mem) {
-            return Err(format!(
-                "rings at desc {:#x} avail {:#x} used {:#x} (size {}) are not inside guest memory",
-                qc.desc, qc.driver, qc.device, qc.size
-            ));
-        }
-        Ok(q)
+    fn build_queue(
+        &self,
+        qc: &QueueConfig,
+        event_idx: bool,
+    ) -> Result<Box<dyn DeviceQueue>, queue::Error> {
+        let cfg = RingConfig {
+            // VIRTIO_F_RING_PACKED is not offered yet: every ring is split.
+            layout: Layout::Split,
+            max_size: qc.max_size,
+            size: qc.size,
+            addresses: RingAddresses {
+                desc: qc.desc,
+                driver: qc.driver,
+                device: qc.device,
+            },
+            event_idx,
+        };
+        queue::build(&cfg, &self.mem)
     }
 
     fn selected(&self) -> Option<&QueueConfig> {

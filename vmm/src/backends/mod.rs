@@ -248,10 +248,16 @@ pub fn merge(device: NetCounters, data: Option<&NetCounters>) -> NetCounters {
     let Some(d) = data else {
         return device;
     };
+    // Our vhost-user backend counts the data queues' kicks, the device the control
+    // queue's, which comes last.
+    let mut kicks = d.kicks.clone();
+    if let (Some(k), Some(ctrl)) = (kicks.last_mut(), device.kicks.last()) {
+        *k = *ctrl;
+    }
     NetCounters {
         ctrl_ok: device.ctrl_ok,
         ctrl_err: device.ctrl_err,
-        kicks: [d.kicks[0], d.kicks[1], device.kicks[2]],
+        kicks,
         interrupts: device.interrupts,
         input_drained: d.input_drained,
         ..d.clone()
