@@ -78,6 +78,9 @@ pub struct Config {
     pub transport: Kind,
     /// Features to ask for (the port negotiates what the device also offers).
     pub features: u64,
+    /// `packed=1` was given: asked for packed rings rather than taking them when offered,
+    /// so a transport that cannot carry them is worth a word.
+    pub packed_asked: bool,
     /// Promiscuous mode (testpmd's default is on). Sent when the device has CTRL_RX.
     pub promisc: bool,
     /// All-multicast mode.
@@ -134,6 +137,7 @@ impl Default for Config {
             mbufs: 0,
             transport: Kind::Modern,
             features: features::ALL,
+            packed_asked: false,
             promisc: true,
             allmulti: false,
             mac_add: Vec::new(),
@@ -319,6 +323,11 @@ impl Config {
                 }
                 "mrg" => feature(&mut c, key, value, features::MRG_RXBUF)?,
                 "event-idx" => feature(&mut c, key, value, features::RING_EVENT_IDX)?,
+                "packed" => {
+                    feature(&mut c, key, value, features::RING_PACKED)?;
+                    c.packed_asked = c.features & features::RING_PACKED != 0;
+                }
+                "in-order" => feature(&mut c, key, value, features::IN_ORDER)?,
                 "indirect" => feature(&mut c, key, value, features::RING_INDIRECT_DESC)?,
                 "ctrl" => feature(
                     &mut c,
@@ -412,6 +421,13 @@ impl Config {
         Ok(c)
     }
 
+    /// The line to log when the port cannot use what was asked of its rings: packed rings
+    /// asked for explicitly on the legacy interface, which has no VERSION_1.
+    pub fn ring_note(&self) -> Option<&'static str> {
+        (self.packed_asked && self.transport == Kind::Legacy)
+            .then_some("packed rings need VERSION_1; the legacy transport uses split rings")
+    }
+
     /// Mbufs to allocate: what was asked, or both rings plus room for bursts in flight,
     /// counting the segments a split frame takes.
     pub fn pool_size(&self) -> u32 {
@@ -436,5 +452,40 @@ impl Config {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packed_rings_and_in_order_are_asked_for_by_default_and_can_be_turned_off() {
+        let c = Config::parse("mode=io").unwrap();
+        let both = features::RING_PACKED | features::IN_ORDER;
+        assert_eq!(c.features & both, both);
+        assert!(!c.packed_asked);
+        let c = Config::parse("packed=0 in-order=0").unwrap();
+        assert_eq!(c.features & both, 0);
+        let c = Config::parse("packed=0 in-order=1").unwrap();
+        assert_eq!(c.features & both, features::IN_ORDER);
+        assert!(Config::parse("packed=2").is_err());
+        assert!(Config::parse("in_order=1").is_err(), "kebab-case only");
+    }
+
+    #[test]
+    fn only_packed_rings_asked_for_on_legacy_are_worth_a_line() {
+        let note = |s| Config::parse(s).unwrap().ring_note();
+        assert_eq!(
+            note("transport=legacy packed=1"),
+            Some("packed rings need VERSION_1; the legacy transport uses split rings")
+        );
+        assert_eq!(
+            note("transport=legacy"),
+            None,
+            "the default: silently split"
+        );
+        assert_eq!(note("transport=legacy packed=1 packed=0"), None);
+        assert_eq!(note("transport=modern packed=1"), None);
     }
 }

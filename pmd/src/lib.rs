@@ -9,8 +9,8 @@
 //! - [`pci`]: configuration mechanism #1 and capability walking; [`msix`]: programming an
 //!   MSI-X vector;
 //! - [`transport`]: the virtio PCI transports (modern and legacy);
-//! - [`virtqueue`]: driver side of virtqueues, one type whatever the ring layout (split
-//!   today);
+//! - [`virtqueue`]: driver side of virtqueues, one type whatever the ring layout (split or
+//!   packed, in order or not);
 //! - [`mbuf`]: a fixed pool of packet buffers in DMA memory;
 //! - [`net`]: the virtio-net port: initialisation, `rx_burst`, `tx_burst`;
 //! - [`config`], [`frames`]: the application's command line and its generated frames;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use vmm::config::{Backend, BackendKind, DeviceArgs, GuestArgs, PortConfig};
+use vmm::config::{Backend, BackendKind, DeviceArgs, GuestArgs, PortConfig, RingPath};
 use vmm::config::{Input, MachineKind, Mode, Output, RunConfig};
 
 /// Exit status when vlab itself fails (bad input, no KVM, a crashed guest, a timeout), as
@@ -223,6 +223,11 @@ struct CompareArgs {
     /// Only this transport (default: every transport each case names).
     #[arg(long, value_enum)]
     transport: Option<vmm::config::args::Transport>,
+    /// Run the backends on this datapath (split-mrg, packed-inorder-nomrg, ...; see `vlab
+    /// test`'s verdict names), rust included, against rust on the case's own path
+    /// (default: every backend on the case's own path).
+    #[arg(long, value_name = "PATH", value_parser = RingPath::parse)]
+    path: Option<RingPath>,
     /// Report backends this machine cannot run without failing.
     #[arg(long)]
     skip_unavailable: bool,
@@ -241,7 +246,7 @@ struct TestArgs {
     #[arg(long, value_delimiter = ',', value_parser = BackendKind::parse,
           default_value = "rust-tap,vhost-kernel,vhost-user")]
     backends: Vec<BackendKind>,
-    /// Only verdicts whose name (`suite/case::transport::backend`) contains this.
+    /// Only verdicts whose name (`suite/case::transport::path::backend`) contains this.
     #[arg(long, value_name = "TEXT")]
     filter: Option<String>,
     /// Cases run at once (default: the CPUs available).
@@ -277,6 +282,7 @@ fn test(args: &TestArgs) -> anyhow::Result<u8> {
         targets: args.backends.clone(),
         filter: args.filter.clone(),
         repeat: args.repeat,
+        ..Plan::default()
     };
     let jobs = plan.jobs(&cases);
     let parallel = args.jobs.unwrap_or_else(|| {
@@ -357,8 +363,14 @@ fn compare(args: &CompareArgs) -> anyhow::Result<u8> {
             .iter()
             .flat_map(|&t| (1..=args.repeat).map(move |k| (t, k)));
         for (t, k) in runs {
-            let (reference, outcomes) =
-                vmm::suites::compare::compare_case(case, t, machine, &args.backends, dir.path())?;
+            let (reference, outcomes) = vmm::suites::compare::compare_case(
+                case,
+                t,
+                machine,
+                &args.backends,
+                args.path,
+                dir.path(),
+            )?;
             let repetition = if args.repeat > 1 {
                 format!(", repetition {k} of {}", args.repeat)
             } else {

@@ -47,22 +47,32 @@ fn a_passing_case_gives_status_0_and_both_reports() {
     let out = text(&o.stdout);
     assert_eq!(o.status.code(), Some(0), "{out}{}", text(&o.stderr));
     for v in [
-        "PASS basic/io-ntp::modern::rust ",
-        "PASS basic/io-ntp::legacy::rust ",
-        "PASS basic/io-ntp::modern::vhost-user ",
-        "PASS basic/io-ntp::legacy::vhost-user ",
+        // The reference: the path the case's own settings give, on each transport.
+        "PASS basic/io-ntp::modern::packed-inorder-mrg::rust ",
+        "PASS basic/io-ntp::legacy::split-mrg::rust ",
+        // Every other path on the rust backend, and every path on vhost-user.
+        "PASS basic/io-ntp::modern::split-nomrg::rust ",
+        "PASS basic/io-ntp::modern::packed-nomrg::vhost-user ",
+        "PASS basic/io-ntp::legacy::split-nomrg::vhost-user ",
     ] {
         assert!(out.contains(v), "{v:?} in {out}");
     }
-    assert!(out.contains("vlab test: 4 verdicts in "), "{out}");
+    // 8 paths on modern, the 2 split ones without in-order on legacy, each on two backends.
+    assert!(out.contains("vlab test: 20 verdicts in "), "{out}");
+    assert!(!out.contains("::legacy::packed"), "{out}");
     assert!(out.contains("all passed"), "{out}");
     let j: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(j["passed"], true);
-    assert_eq!(j["backends"]["vhost-user"]["pass"], 2);
-    assert_eq!(j["verdicts"][0]["name"], "basic/io-ntp::modern::rust");
+    assert_eq!(j["backends"]["vhost-user"]["pass"], 10);
+    assert_eq!(
+        j["verdicts"][0]["name"],
+        "basic/io-ntp::modern::packed-inorder-mrg::rust"
+    );
     let x = std::fs::read_to_string(&junit).unwrap();
     assert!(
-        x.contains(r#"<testcase name="basic/io-ntp::legacy::vhost-user" classname="basic/io-ntp""#),
+        x.contains(
+            r#"<testcase name="basic/io-ntp::legacy::split-nomrg::vhost-user" classname="basic/io-ntp""#
+        ),
         "{x}"
     );
     assert!(!x.contains("<failure"), "{x}");
@@ -88,13 +98,14 @@ fn a_failing_case_gives_status_1_and_says_why() {
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(
         out.contains(
-            "FAIL suite/io-ntp::modern::rust: in-process guest exit code 0, the case expects 1"
+            "FAIL suite/io-ntp::modern::packed-inorder-mrg::rust: in-process guest exit code 0, \
+             the case expects 1"
         ),
         "{out}"
     );
     // The other backend still matches the rust backend's verdict.
     assert!(
-        out.contains("PASS suite/io-ntp::modern::vhost-user "),
+        out.contains("PASS suite/io-ntp::modern::packed-inorder-mrg::vhost-user "),
         "{out}"
     );
     assert!(out.contains("1 FAILED"), "{out}");

@@ -72,7 +72,9 @@ impl<'a, H: Hal> Dev<'a, H> {
         t.reset();
         let legacy = cfg.transport == Kind::Legacy;
         let offered = t.device_features();
-        let mut f = offered & cfg.features;
+        // Its rings are split rings written by hand, consumed entry by entry: never
+        // packed, never in order.
+        let mut f = offered & cfg.features & !(features::RING_PACKED | features::IN_ORDER);
         if legacy {
             f &= 0xffff_ffff;
         }

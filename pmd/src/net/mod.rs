@@ -8,6 +8,9 @@
 
 mod ctrl;
 pub mod irq;
+#[cfg(test)]
+mod path_tests;
+mod posted;
 mod rx;
 #[cfg(test)]
 mod tests;
@@ -48,6 +51,10 @@ pub mod features {
     pub const RING_INDIRECT_DESC: u64 = 1 << 28;
     pub const RING_EVENT_IDX: u64 = 1 << 29;
     pub const VERSION_1: u64 = 1 << 32;
+    /// Packed virtqueues (2.8); needs VERSION_1, so never on the legacy interface.
+    pub const RING_PACKED: u64 = 1 << 34;
+    /// The device uses buffers in the order they were made available (2.7.9, 2.8.8).
+    pub const IN_ORDER: u64 = 1 << 35;
 
     /// Features that only make sense with the control queue.
     pub const NEEDS_CTRL_VQ: u64 = CTRL_RX | CTRL_VLAN | CTRL_MAC_ADDR;
@@ -64,10 +71,12 @@ pub mod features {
         | ANY_LAYOUT
         | RING_INDIRECT_DESC
         | RING_EVENT_IDX
-        | VERSION_1;
+        | VERSION_1
+        | RING_PACKED
+        | IN_ORDER;
 
     /// Names, for the log.
-    pub const NAMES: [(u64, &str); 12] = [
+    pub const NAMES: [(u64, &str); 14] = [
         (MTU, "MTU"),
         (MAC, "MAC"),
         (MRG_RXBUF, "MRG_RXBUF"),
@@ -80,6 +89,8 @@ pub mod features {
         (RING_INDIRECT_DESC, "INDIRECT_DESC"),
         (RING_EVENT_IDX, "EVENT_IDX"),
         (VERSION_1, "VERSION_1"),
+        (RING_PACKED, "RING_PACKED"),
+        (IN_ORDER, "IN_ORDER"),
     ];
 }
 
@@ -324,7 +335,8 @@ impl<'a, H: Hal> Port<'a, H> {
         }
         let mut wanted = cfg.features;
         if legacy {
-            // The legacy interface has 32 feature bits and no VERSION_1.
+            // The legacy interface has 32 feature bits and no VERSION_1: no packed rings
+            // (they need VERSION_1), no IN_ORDER (bit 35).
             wanted &= 0xffff_ffff;
         }
         let mut negotiated = offered & wanted;
@@ -363,11 +375,7 @@ impl<'a, H: Hal> Port<'a, H> {
         let probed_queue_size = cfg
             .probe_queue_size
             .map(|size| transport.set_queue_size(rx_queue(0), size));
-        let opts = Options {
-            layout: Layout::Split,
-            event_idx: negotiated & features::RING_EVENT_IDX != 0,
-            indirect: 0,
-        };
+        let opts = queue_options(negotiated, legacy);
         let tx_opts = Options {
             indirect: if negotiated & features::RING_INDIRECT_DESC != 0 {
                 MAX_TX_SEGS
@@ -378,7 +386,7 @@ impl<'a, H: Hal> Port<'a, H> {
         };
         let mut adjusted = Vec::new();
         let mut make_queue = |t: &mut AnyTransport<'a, H>, q: u16, asked: u16, o: Options| {
-            let size = agree_size(t, q, asked, &mut adjusted)?;
+            let size = agree_size(t, q, asked, o.layout, &mut adjusted)?;
             let vq = Virtqueue::new(hal, q, size, o)?;
             // Polled: no interrupt for used buffers.
             t.setup_queue(q, size, vq.addrs(), msix::NO_VECTOR)?;
@@ -665,19 +673,44 @@ impl<'a, H: Hal> Port<'a, H> {
     }
 }
 
+/// How the port's queues are laid out and used, from the negotiated features, as DPDK's
+/// PMD picks its rx/tx paths: packed or split, in order or not, event indexes or flags.
+/// Forced bits above 31 do not count on the legacy interface, which cannot carry them to
+/// the device. No indirect tables (the tx queue adds them).
+fn queue_options(negotiated: u64, legacy: bool) -> Options {
+    let ring = if legacy {
+        negotiated & 0xffff_ffff
+    } else {
+        negotiated
+    };
+    Options {
+        layout: if ring & features::RING_PACKED != 0 {
+            Layout::Packed
+        } else {
+            Layout::Split
+        },
+        event_idx: ring & features::RING_EVENT_IDX != 0,
+        indirect: 0,
+        in_order: ring & features::IN_ORDER != 0,
+    }
+}
+
 /// Decides queue `q`'s size: what was asked, within what the device allows. A device may
 /// offer less (its maximum) or fix its size; either way the port warns (through
-/// `adjusted`) and goes on with the device's size, as DPDK's virtio PMD does.
+/// `adjusted`) and goes on with the device's size, as DPDK's virtio PMD does. A packed
+/// ring's size need not be a power of two.
 fn agree_size<H: Hal>(
     t: &mut AnyTransport<'_, H>,
     q: u16,
     asked: u16,
+    layout: Layout,
     adjusted: &mut Vec<RingAdjusted>,
 ) -> Result<u16, Error> {
     let max = t.queue_max_size(q);
     let want = asked.min(max);
     let got = t.set_queue_size(q, want);
-    if got == 0 || got > virtqueue::MAX_SIZE || !got.is_power_of_two() {
+    let power_of_two = got.is_power_of_two() || layout == Layout::Packed;
+    if got == 0 || got > virtqueue::MAX_SIZE || !power_of_two {
         return Err(Error::DeviceRingSize {
             queue: q,
             size: got,

@@ -1,8 +1,12 @@
 //! One receive queue: the mbufs posted to it, their refill, and the burst that turns used
-//! buffers into frames (merged over several buffers with VIRTIO_NET_F_MRG_RXBUF).
+//! buffers into frames (merged over several buffers with VIRTIO_NET_F_MRG_RXBUF). In order
+//! (VIRTIO_F_IN_ORDER) the posted mbufs come back oldest first, as DPDK's
+//! `virtio_recv_pkts_inorder` takes them; a used entry may stand for a batch of buffers,
+//! all but the last of which the device filled.
 
 use alloc::vec::Vec;
 
+use super::posted::Posted;
 use super::{vlan, Stats, NET_HDR_LEN};
 use crate::hal::Hal;
 use crate::mbuf::{Mbuf, MbufPool};
@@ -21,8 +25,8 @@ pub(super) struct RxParams {
 
 pub(super) struct RxQueue<'a, H: Hal> {
     pub vq: Virtqueue<'a, H>,
-    /// The mbuf posted with each chain id.
-    slots: Vec<Option<Mbuf<'a>>>,
+    /// The mbufs posted.
+    posted: Posted<'a>,
     /// Buffers kept posted: what the application asked for, even when the device made the
     /// ring larger, so the rx ring never takes more of the pool than was planned.
     target: u16,
@@ -34,7 +38,7 @@ impl<'a, H: Hal> RxQueue<'a, H> {
     /// A queue on `vq` that keeps up to `asked` buffers posted.
     pub fn new(vq: Virtqueue<'a, H>, asked: u16) -> Self {
         Self {
-            slots: (0..vq.size()).map(|_| None).collect(),
+            posted: Posted::new(vq.size(), vq.in_order()),
             target: vq.size().min(asked),
             partial: None,
             vq,
@@ -60,7 +64,7 @@ impl<'a, H: Hal> RxQueue<'a, H> {
             let Some(id) = self.vq.add(&[buf]) else {
                 break;
             };
-            self.slots[usize::from(id)] = Some(m);
+            self.posted.put(id, m);
             added = true;
         }
         added && self.vq.kick_prepare()
@@ -71,7 +75,7 @@ impl<'a, H: Hal> RxQueue<'a, H> {
     fn pop(&mut self, stats: &mut Stats) -> Option<(Mbuf<'a>, usize)> {
         loop {
             if let Ok(used) = self.vq.pop_used()? {
-                if let Some(m) = self.slots[usize::from(used.id)].take() {
+                if let Some(m) = self.posted.take(used.id) {
                     return Some((m, used.len as usize));
                 }
             }

@@ -84,3 +84,44 @@ fn queue_pairs_are_numbered_as_virtio_net_numbers_its_queues() {
     // The queues of every pair and the control queue have vectors of their own.
     assert!(ctrl_queue(QUEUE_PAIRS) < irq::MAX_QUEUE_VECTORS);
 }
+
+#[test]
+fn the_negotiated_features_pick_the_ring_path() {
+    use features::*;
+    let o = queue_options(VERSION_1 | RING_PACKED | IN_ORDER | RING_EVENT_IDX, false);
+    assert_eq!(
+        (o.layout, o.in_order, o.event_idx, o.indirect),
+        (Layout::Packed, true, true, 0)
+    );
+    let o = queue_options(VERSION_1 | IN_ORDER, false);
+    assert_eq!(
+        (o.layout, o.in_order, o.event_idx),
+        (Layout::Split, true, false)
+    );
+    assert_eq!(queue_options(VERSION_1, false), Options::default());
+    // Forced on the legacy interface, bits 34 and 35 never reach the device.
+    let o = queue_options(RING_PACKED | IN_ORDER | RING_EVENT_IDX, true);
+    assert_eq!(
+        (o.layout, o.in_order, o.event_idx),
+        (Layout::Split, false, true)
+    );
+}
+
+#[test]
+fn the_features_line_names_packed_rings_and_in_order() {
+    let names: alloc::vec::Vec<&str> = features::NAMES
+        .iter()
+        .filter(|(bit, _)| features::ALL & bit != 0)
+        .map(|(_, n)| *n)
+        .collect();
+    assert_eq!(
+        names.len(),
+        features::NAMES.len(),
+        "every name is a feature asked for"
+    );
+    assert_eq!(names[names.len() - 2..], ["RING_PACKED", "IN_ORDER"]);
+    assert_eq!(
+        (features::RING_PACKED, features::IN_ORDER),
+        (1 << 34, 1 << 35)
+    );
+}

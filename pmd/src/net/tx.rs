@@ -1,9 +1,11 @@
 //! One transmit queue: frames become descriptor chains (through an indirect table when
 //! they have several segments and the device takes them), and their mbufs are freed when
-//! the device returns them.
+//! the device returns them: one by one by chain id, or in order (VIRTIO_F_IN_ORDER) a
+//! whole batch at a time from the oldest sent.
 
 use alloc::vec::Vec;
 
+use super::posted::Posted;
 use super::{vlan, Stats};
 use crate::hal::Hal;
 use crate::mbuf::Mbuf;
@@ -11,8 +13,8 @@ use crate::virtqueue::{Buf, Virtqueue};
 
 pub(super) struct TxQueue<'a, H: Hal> {
     pub vq: Virtqueue<'a, H>,
-    /// The frame sent with each chain id.
-    slots: Vec<Option<Mbuf<'a>>>,
+    /// The frames in flight.
+    posted: Posted<'a>,
     /// Scratch: the buffers of the frame being queued.
     bufs: Vec<Buf>,
     /// Scratch: the chain id of each frame of the burst (`None`: dropped).
@@ -22,7 +24,7 @@ pub(super) struct TxQueue<'a, H: Hal> {
 impl<'a, H: Hal> TxQueue<'a, H> {
     pub fn new(vq: Virtqueue<'a, H>) -> Self {
         Self {
-            slots: (0..vq.size()).map(|_| None).collect(),
+            posted: Posted::new(vq.size(), vq.in_order()),
             bufs: Vec::new(),
             heads: Vec::new(),
             vq,
@@ -31,8 +33,19 @@ impl<'a, H: Hal> TxQueue<'a, H> {
 
     /// Frees the mbufs of every transmitted frame the device has returned.
     pub fn cleanup(&mut self, stats: &mut Stats) {
+        if self.vq.in_order() {
+            // As DPDK's `virtio_xmit_cleanup_inorder`: a used entry may return a batch,
+            // the oldest frames sent, freed together.
+            while let Some(batch) = self.vq.pop_used_batch() {
+                stats.oerrors += match batch {
+                    Ok(b) => u64::from(self.posted.free_batch(b.count, b.last.id)),
+                    Err(_) => 1,
+                };
+            }
+            return;
+        }
         while let Some(used) = self.vq.pop_used() {
-            if !used.is_ok_and(|u| self.slots[usize::from(u.id)].take().is_some()) {
+            if !used.is_ok_and(|u| self.posted.take(u.id).is_some()) {
                 stats.oerrors += 1;
             }
         }
@@ -109,7 +122,7 @@ impl<'a, H: Hal> TxQueue<'a, H> {
         let count = self.heads.len();
         for (m, head) in pkts.drain(..count).zip(self.heads.iter()) {
             if let Some(h) = *head {
-                self.slots[usize::from(h)] = Some(m);
+                self.posted.put(h, m);
             }
         }
         let kick = self.heads.iter().any(Option::is_some) && self.vq.kick_prepare();

@@ -113,6 +113,9 @@ pub fn run<H: Hal>(hal: &H, cmdline: &str) -> u32 {
             a.used
         );
     }
+    if let Some(note) = cfg.ring_note() {
+        sprintln!(hal, "Port 0: {note}");
+    }
     print_port(hal, &port);
     if let Err(why) = setup_port(hal, &mut port, &cfg) {
         sprintln!(hal, "vlab-pmd: FAIL: port setup: {why}");

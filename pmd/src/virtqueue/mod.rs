@@ -7,17 +7,27 @@
 //! Chains are named by an id in `0..size` that comes back with the used chain, so the
 //! caller keeps its per-chain state (an mbuf) in a table of `size` slots.
 //!
-//! The split layout ([`split`]) is the only one today; the packed layout
-//! (VIRTIO_F_RING_PACKED, 2.8) becomes a second variant of [`Virtqueue`] and of
-//! [`Layout`]. Code that pokes at a layout's internals on purpose (the hostile driver)
-//! uses the layout's own types ([`split::ring::SplitRing`]).
+//! Two layouts: split ([`split`], 2.7) and packed ([`packed`], VIRTIO_F_RING_PACKED, 2.8).
+//! Either may run in order (VIRTIO_F_IN_ORDER, 2.7.9 and 2.8.8): the device then uses
+//! chains in the order they were made available and may return a batch of them with one
+//! used entry naming the batch's last chain. An in-order queue takes descriptors in ring
+//! order and frees them in order (no free-list walk), and hands a batch back chain by
+//! chain, oldest first ([`Virtqueue::pop_used`]) or whole ([`Virtqueue::pop_used_batch`]).
+//! Code that pokes at a layout's internals on purpose (the hostile driver) uses the
+//! layout's own types ([`split::ring::SplitRing`], [`packed::ring::PackedRing`]).
 
+#[cfg(test)]
+mod in_order_tests;
+pub mod packed;
 pub mod split;
+#[cfg(test)]
+pub(crate) mod testdev;
 #[cfg(test)]
 mod tests;
 
 use crate::hal::Hal;
 use crate::transport::QueueAddrs;
+pub use packed::PackedQueue;
 pub use split::SplitQueue;
 
 /// Largest queue size the virtio spec allows (split rings; packed ones allow the same).
@@ -27,6 +37,8 @@ pub const MAX_SIZE: u16 = 32768;
 pub enum Error {
     #[error("queue size {0} is not a power of two between 1 and 32768")]
     BadSize(u16),
+    #[error("packed queue size {0} is not between 1 and 32768")]
+    BadPackedSize(u16),
     #[error("out of DMA memory for a {0}-entry queue")]
     NoMemory(u16),
 }
@@ -55,12 +67,55 @@ pub struct BadUsed {
     pub len: u32,
 }
 
+/// What one used entry returned: `count` chains, the oldest first, the last of which is
+/// `last`. Without VIRTIO_F_IN_ORDER `count` is 1; in order the chains before `last` count
+/// as written in full (their device-writable bytes), as the spec says of a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UsedBatch {
+    pub count: u16,
+    pub last: Used,
+}
+
+/// The rest of an in-order batch being handed out chain by chain.
+#[derive(Clone, Copy, Debug, Default)]
+struct Batch {
+    /// Chains of the batch not handed out yet.
+    left: u16,
+    /// The length the used entry gave, for the batch's last chain.
+    last_len: u32,
+}
+
+impl Batch {
+    /// Counts one chain handed out and returns its length: the used entry's for the
+    /// batch's last chain, `writable` (all the chain's device-writable bytes) for the ones
+    /// it skipped.
+    fn next_len(&mut self, writable: u32) -> u32 {
+        self.left -= 1;
+        if self.left == 0 {
+            self.last_len
+        } else {
+            writable
+        }
+    }
+}
+
+/// Bytes the device may write into `bufs`: what an in-order batch's skipped chains count
+/// as written.
+fn writable_bytes(bufs: &[Buf]) -> u32 {
+    bufs.iter()
+        .filter(|b| b.device_writes)
+        .fold(0u32, |n, b| n.saturating_add(b.len))
+}
+
 /// Which ring layout a queue uses.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Layout {
     /// Descriptor table, available ring, used ring (2.7).
     #[default]
     Split,
+    /// One descriptor ring with wrap counters, and two event suppression structures
+    /// (2.8, VIRTIO_F_RING_PACKED).
+    Packed,
 }
 
 /// How a queue is set up, from the negotiated features.
@@ -73,24 +128,29 @@ pub struct Options {
     /// Entries of the indirect table each chain may use (VIRTIO_F_INDIRECT_DESC); 0 for no
     /// indirect tables.
     pub indirect: u16,
+    /// The device uses chains in the order they were made available
+    /// (VIRTIO_F_IN_ORDER).
+    pub in_order: bool,
 }
 
 /// A driver-side virtqueue.
 pub enum Virtqueue<'a, H: Hal> {
     Split(SplitQueue<'a, H>),
+    Packed(PackedQueue<'a, H>),
 }
 
 macro_rules! dispatch {
     ($self:ident, $q:ident => $e:expr) => {
         match $self {
             Virtqueue::Split($q) => $e,
+            Virtqueue::Packed($q) => $e,
         }
     };
 }
 
 impl<'a, H: Hal> Virtqueue<'a, H> {
-    /// Allocates and initialises queue `index` of `size` entries (a power of two up to
-    /// [`MAX_SIZE`]) laid out and set up as `opts` says.
+    /// Allocates and initialises queue `index` of `size` entries (up to [`MAX_SIZE`]; a
+    /// power of two for a split ring) laid out and set up as `opts` says.
     pub fn new(hal: &'a H, index: u16, size: u16, opts: Options) -> Result<Self, Error> {
         match opts.layout {
             Layout::Split => {
@@ -98,9 +158,36 @@ impl<'a, H: Hal> Virtqueue<'a, H> {
                 if opts.indirect > 0 {
                     q = q.with_indirect(opts.indirect)?;
                 }
+                if opts.in_order {
+                    q = q.with_in_order();
+                }
                 Ok(Virtqueue::Split(q))
             }
+            Layout::Packed => {
+                let mut q = PackedQueue::new(hal, index, size, opts.event_idx)?;
+                if opts.indirect > 0 {
+                    q = q.with_indirect(opts.indirect)?;
+                }
+                if opts.in_order {
+                    q = q.with_in_order();
+                }
+                Ok(Virtqueue::Packed(q))
+            }
         }
+    }
+
+    /// The queue's ring layout.
+    pub fn layout(&self) -> Layout {
+        match self {
+            Virtqueue::Split(_) => Layout::Split,
+            Virtqueue::Packed(_) => Layout::Packed,
+        }
+    }
+
+    /// Whether the device uses chains in order (VIRTIO_F_IN_ORDER): [`Virtqueue::pop_used`]
+    /// then returns them in the order they were added.
+    pub fn in_order(&self) -> bool {
+        dispatch!(self, q => q.in_order())
     }
 
     /// The queue's index on its device.
@@ -114,7 +201,8 @@ impl<'a, H: Hal> Virtqueue<'a, H> {
     }
 
     /// Where the device finds the ring: descriptor area, driver area (split: the available
-    /// ring), device area (split: the used ring).
+    /// ring; packed: the driver event suppression structure), device area (split: the used
+    /// ring; packed: the device event suppression structure).
     pub fn addrs(&self) -> QueueAddrs {
         dispatch!(self, q => q.addrs())
     }
@@ -160,8 +248,17 @@ impl<'a, H: Hal> Virtqueue<'a, H> {
         dispatch!(self, q => q.suppress_interrupts())
     }
 
-    /// Takes the next chain the device returned, if any, and frees its descriptors.
+    /// Takes the next chain the device returned, if any, and frees its descriptors. In
+    /// order, chains come back oldest first, one per call even when one used entry
+    /// returned several.
     pub fn pop_used(&mut self) -> Option<Result<Used, BadUsed>> {
         dispatch!(self, q => q.pop_used())
+    }
+
+    /// Takes everything the next used entry returned, if any, and frees its descriptors:
+    /// in order a whole batch (what is left of it when [`Virtqueue::pop_used`] began
+    /// handing it out), otherwise one chain.
+    pub fn pop_used_batch(&mut self) -> Option<Result<UsedBatch, BadUsed>> {
+        dispatch!(self, q => q.pop_used_batch())
     }
 }

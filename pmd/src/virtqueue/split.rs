@@ -3,12 +3,18 @@
 //! Free descriptors are chained through their `next` fields; a chain's id is its head
 //! descriptor. The driver fills the available ring ahead of the index it publishes, and
 //! decides whether to notify as Linux's `virtqueue_kick_prepare` does.
+//!
+//! In order (VIRTIO_F_IN_ORDER, 2.7.9) the `next` fields never change from `i + 1`: chains
+//! take consecutive descriptors in table order and the device returns them in that order,
+//! so freeing a chain is a count, not a walk (DPDK's `vq_ring_free_inorder`). A used
+//! entry may stand for a batch: it names the batch's last chain, sits where the batch's
+//! first would, and the used index moves past the whole batch.
 
 pub mod ring;
 
 use alloc::vec::Vec;
 
-use super::{BadUsed, Buf, Error, Used};
+use super::{writable_bytes, BadUsed, Batch, Buf, Error, Used, UsedBatch};
 use crate::hal::{Dma, Hal};
 use crate::transport::QueueAddrs;
 pub use ring::{
@@ -22,8 +28,12 @@ pub struct SplitQueue<'a, H: Hal> {
     ring: SplitRing,
     free_head: u16,
     num_free: u16,
+    /// Chains added and not yet popped.
+    in_flight: u16,
     /// Length of the chain headed by each descriptor, 0 when not a head in flight.
     chain_len: Vec<u16>,
+    /// Device-writable bytes of the chain headed by each descriptor.
+    writable: Vec<u32>,
     /// The avail index the driver has filled up to (published or not).
     avail_idx: u16,
     /// The avail index the device was last told about.
@@ -37,6 +47,9 @@ pub struct SplitQueue<'a, H: Hal> {
     /// another load of the shared index.
     seen_used: u16,
     event_idx: bool,
+    in_order: bool,
+    /// In order: the batch the last used entry returned, being handed out.
+    batch: Batch,
 }
 
 impl<'a, H: Hal> SplitQueue<'a, H> {
@@ -51,7 +64,9 @@ impl<'a, H: Hal> SplitQueue<'a, H> {
             ring,
             free_head: 0,
             num_free: size,
+            in_flight: 0,
             chain_len: alloc::vec![0; usize::from(size)],
+            writable: alloc::vec![0; usize::from(size)],
             avail_idx: 0,
             published_idx: 0,
             kicked_idx: 0,
@@ -59,6 +74,8 @@ impl<'a, H: Hal> SplitQueue<'a, H> {
             indirect: None,
             seen_used: 0,
             event_idx,
+            in_order: false,
+            batch: Batch::default(),
         };
         for i in 0..size {
             q.ring.write_desc(
@@ -82,6 +99,18 @@ impl<'a, H: Hal> SplitQueue<'a, H> {
         Ok(self)
     }
 
+    /// Relies on the device using chains in order (VIRTIO_F_IN_ORDER). The free
+    /// descriptors chain through `next` in table order, as [`SplitQueue::new`] left them,
+    /// and stay so: they are taken and freed in that order.
+    pub fn with_in_order(mut self) -> Self {
+        self.in_order = true;
+        self
+    }
+
+    pub fn in_order(&self) -> bool {
+        self.in_order
+    }
+
     /// Longest chain [`SplitQueue::add_indirect`] takes (0 without indirect tables).
     pub fn indirect_max(&self) -> u16 {
         self.indirect.map_or(0, |(_, max)| max)
@@ -103,9 +132,9 @@ impl<'a, H: Hal> SplitQueue<'a, H> {
         self.num_free
     }
 
-    /// Chains handed to the device and not yet returned.
+    /// Chains handed to the device and not yet popped.
     pub fn in_flight(&self) -> u16 {
-        self.avail_idx.wrapping_sub(self.last_used)
+        self.in_flight
     }
 
     /// Adds a chain made of `bufs` to the available ring (not yet visible to the device:
@@ -141,7 +170,9 @@ impl<'a, H: Hal> SplitQueue<'a, H> {
             }
         }
         self.num_free -= count;
+        self.in_flight += 1;
         self.chain_len[usize::from(head)] = count;
+        self.writable[usize::from(head)] = writable_bytes(bufs);
         self.ring.set_avail_entry(self.avail_idx, head);
         self.avail_idx = self.avail_idx.wrapping_add(1);
         Some(head)
@@ -185,6 +216,7 @@ impl<'a, H: Hal> SplitQueue<'a, H> {
         let mut d = self.ring.read_desc(head);
         d.flags = DESC_F_INDIRECT;
         self.ring.write_desc(head, d);
+        self.writable[usize::from(head)] = writable_bytes(bufs);
         Some(head)
     }
 
@@ -247,21 +279,116 @@ impl<'a, H: Hal> SplitQueue<'a, H> {
 
     /// Takes the next used-ring entry, if the device has written one, and frees its chain.
     /// An entry that names no chain in flight (a device bug) frees nothing and comes back
-    /// as `Err`.
+    /// as `Err`. In order, the chains of a batch come back one per call, oldest first.
     pub fn pop_used(&mut self) -> Option<Result<Used, BadUsed>> {
+        if self.in_order {
+            if self.batch.left == 0 {
+                if let Err(bad) = self.start_batch()? {
+                    return Some(Err(bad));
+                }
+            }
+            return Some(Ok(self.hand_out_oldest()));
+        }
         if !self.has_used() {
             return None;
         }
         let (id, len) = self.ring.used_entry(self.last_used);
-        self.last_used = self.last_used.wrapping_add(1);
-        if self.event_idx {
-            self.suppress_interrupts();
-        }
+        self.consume_used(1);
         Some(if self.free_chain(id) {
             Ok(Used { id: id as u16, len })
         } else {
             Err(BadUsed { id, len })
         })
+    }
+
+    /// Takes every chain the next used entry returned (the rest of the current batch
+    /// first), and frees them.
+    pub fn pop_used_batch(&mut self) -> Option<Result<UsedBatch, BadUsed>> {
+        if !self.in_order {
+            return self
+                .pop_used()
+                .map(|r| r.map(|last| UsedBatch { count: 1, last }));
+        }
+        if self.batch.left == 0 {
+            if let Err(bad) = self.start_batch()? {
+                return Some(Err(bad));
+            }
+        }
+        let count = self.batch.left;
+        let mut last = self.hand_out_oldest();
+        while self.batch.left > 0 {
+            last = self.hand_out_oldest();
+        }
+        Some(Ok(UsedBatch { count, last }))
+    }
+
+    /// Moves past `n` used-ring entries, and keeps interrupts off with EVENT_IDX.
+    fn consume_used(&mut self, n: u16) {
+        self.last_used = self.last_used.wrapping_add(n);
+        if self.event_idx {
+            self.suppress_interrupts();
+        }
+    }
+
+    /// In order: reads the next used entry and makes the chains it returned the current
+    /// batch: the oldest in flight up to the one it names, as many as the used index
+    /// moved past. An entry naming no chain in flight, or a batch larger than the device
+    /// published, frees nothing and comes back as `Err` (the entry is skipped).
+    fn start_batch(&mut self) -> Option<Result<(), BadUsed>> {
+        if !self.has_used() {
+            return None;
+        }
+        let (id, len) = self.ring.used_entry(self.last_used);
+        let published = self.seen_used.wrapping_sub(self.last_used);
+        match self.batch_len(id) {
+            Some(count) if count <= published => {
+                self.consume_used(count);
+                self.batch = Batch {
+                    left: count,
+                    last_len: len,
+                };
+                Some(Ok(()))
+            }
+            _ => {
+                self.consume_used(1);
+                Some(Err(BadUsed { id, len }))
+            }
+        }
+    }
+
+    /// In order: how many chains, oldest first, up to and including the one headed by
+    /// `id`; `None` when no chain in flight has that head.
+    fn batch_len(&self, id: u32) -> Option<u16> {
+        let mask = self.size() - 1;
+        let mut head = self.oldest();
+        for k in 1..=self.in_flight {
+            let n = self.chain_len[usize::from(head)];
+            if n == 0 {
+                return None;
+            }
+            if u32::from(head) == id {
+                return Some(k);
+            }
+            head = head.wrapping_add(n) & mask;
+        }
+        None
+    }
+
+    /// In order: the head of the oldest chain in flight, where the free descriptors end.
+    fn oldest(&self) -> u16 {
+        self.free_head.wrapping_add(self.num_free) & (self.size() - 1)
+    }
+
+    /// In order: frees the oldest chain of the current batch and returns it.
+    fn hand_out_oldest(&mut self) -> Used {
+        let head = self.oldest();
+        let h = usize::from(head);
+        self.num_free += core::mem::take(&mut self.chain_len[h]);
+        self.in_flight -= 1;
+        Used {
+            id: head,
+            len: self.batch.next_len(self.writable[h]),
+        }
     }
 
     /// Returns the chain headed by `head` to the free list. `false` when `head` is not the
@@ -287,6 +414,7 @@ impl<'a, H: Hal> SplitQueue<'a, H> {
         self.ring.write_desc(tail, d);
         self.free_head = head;
         self.num_free += count;
+        self.in_flight -= 1;
         true
     }
 }

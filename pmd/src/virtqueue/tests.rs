@@ -20,6 +20,7 @@ fn opts(event_idx: bool, indirect: u16) -> Options {
         layout: Layout::Split,
         event_idx,
         indirect,
+        in_order: false,
     }
 }
 

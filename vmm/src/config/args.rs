@@ -13,7 +13,7 @@ use device_model::virtio_pci::Options;
 use serde::{Deserialize, Serialize};
 
 /// Which virtio interface the guest's driver uses.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, ValueEnum, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
     /// Memory BARs found through virtio capabilities (virtio 1.x).
@@ -58,6 +58,13 @@ pub struct GuestArgs {
     /// Ask for mergeable rx buffers (VIRTIO_NET_F_MRG_RXBUF).
     #[arg(long, value_name = "BOOL")]
     pub mrg: Option<bool>,
+    /// Ask for packed virtqueues (VIRTIO_F_RING_PACKED; default: yes when offered). The
+    /// legacy transport cannot carry them and uses split rings.
+    #[arg(long, value_name = "BOOL")]
+    pub packed: Option<bool>,
+    /// Ask for in-order use of buffers (VIRTIO_F_IN_ORDER; default: yes when offered).
+    #[arg(long, value_name = "BOOL")]
+    pub in_order: Option<bool>,
     /// Ask for VIRTIO_F_EVENT_IDX (notification suppression by index; flags without it).
     #[arg(long, value_name = "BOOL")]
     pub event_idx: Option<bool>,
@@ -252,6 +259,8 @@ impl GuestArgs {
         put!("size", self.size);
         put!("transport", self.transport.map(Transport::name));
         put!("mrg", self.mrg.map(b));
+        put!("packed", self.packed.map(b));
+        put!("in-order", self.in_order.map(b));
         put!("event-idx", self.event_idx.map(b));
         put!("indirect", self.indirect.map(b));
         put!("ctrl", self.ctrl.map(b));

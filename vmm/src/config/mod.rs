@@ -6,6 +6,7 @@
 
 pub mod args;
 pub mod backend;
+pub mod path;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -14,6 +15,7 @@ pub use pmd::testpmd::Mode;
 
 pub use self::args::{DeviceArgs, GuestArgs, Transport};
 pub use self::backend::{Backend, BackendKind};
+pub use self::path::RingPath;
 
 /// Which machine runs the guest code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::config::{
-    BackendKind, DeviceArgs, GuestArgs, Input, MachineKind, Mode, Output, PortConfig, RunConfig,
-    Transport,
+    BackendKind, DeviceArgs, GuestArgs, Input, MachineKind, Mode, Output, PortConfig, RingPath,
+    RunConfig, Transport,
 };
 use crate::run::RunReport;
 use device_model::pcap::{self, Frame};
@@ -33,6 +33,9 @@ pub struct CaseSpec {
     /// `device.modern-only` is set.
     #[serde(default = "both_transports")]
     pub transports: Vec<Transport>,
+    /// Datapaths to run on (default: every one that applies; see [`RingPath::applies`]).
+    #[serde(default)]
+    pub paths: Option<Vec<RingPath>>,
     /// The guest's port setup (`vlab run`'s guest flags).
     #[serde(default)]
     pub guest: GuestArgs,
@@ -239,6 +242,17 @@ impl Case {
         Ok(Some(built))
     }
 
+    /// The datapaths the case runs on over `transport`, the reference (the one its own
+    /// settings give: the first) first.
+    pub fn paths(&self, transport: Transport) -> Vec<RingPath> {
+        let s = &self.spec;
+        RingPath::ALL
+            .into_iter()
+            .filter(|p| p.applies(self.mode, &s.guest, &s.device, transport))
+            .filter(|p| s.paths.as_ref().is_none_or(|list| list.contains(p)))
+            .collect()
+    }
+
     /// Runs the case on `machine` over `transport` with the rust backend, writing the
     /// output capture under `out_dir`.
     pub fn run(
@@ -247,30 +261,37 @@ impl Case {
         transport: Transport,
         out_dir: &Path,
     ) -> Result<CaseRun, Error> {
-        self.run_on(machine, transport, BackendKind::Rust, out_dir)
+        self.run_on(machine, transport, BackendKind::Rust, None, out_dir)
     }
 
-    /// Runs the case on `machine` over `transport` with backend `target`.
+    /// Runs the case on `machine` over `transport` with backend `target`, on datapath
+    /// `path` (`None`: the one the case's settings give).
     pub fn run_on(
         &self,
         machine: MachineKind,
         transport: Transport,
         target: BackendKind,
+        path: Option<RingPath>,
         out_dir: &Path,
     ) -> Result<CaseRun, Error> {
         let out = out_dir.join(format!(
-            "{}-{}-{}.pcap",
+            "{}-{}-{}-{}.pcap",
             machine.name(),
             transport.name(),
+            path.map_or("own".into(), RingPath::name),
             target.name()
         ));
+        let mut guest = GuestArgs {
+            transport: Some(transport),
+            ..self.spec.guest.clone()
+        };
+        if let Some(p) = path {
+            p.apply(&mut guest);
+        }
         let cfg = RunConfig {
             machine,
             mode: self.mode,
-            guest: GuestArgs {
-                transport: Some(transport),
-                ..self.spec.guest.clone()
-            },
+            guest,
             ports: vec![PortConfig {
                 device: self.spec.device.clone(),
                 backend: target.standalone(),
@@ -284,7 +305,10 @@ impl Case {
             ..RunConfig::default()
         };
         let report = crate::run::run(&cfg, Instant::now()).map_err(|source| Error::Run {
-            case: format!("{} ({}, {target})", self.name, transport.name()),
+            case: match path {
+                Some(p) => format!("{} ({}, {p}, {target})", self.name, transport.name()),
+                None => format!("{} ({}, {target})", self.name, transport.name()),
+            },
             machine: machine.name(),
             source,
         })?;

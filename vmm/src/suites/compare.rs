@@ -10,7 +10,7 @@ use std::path::Path;
 
 use device_model::pcap::Frame;
 
-use crate::config::{BackendKind, MachineKind, Transport};
+use crate::config::{BackendKind, MachineKind, RingPath, Transport};
 use crate::suites::case::{Case, CaseRun, Error};
 
 /// Where two outputs first part.
@@ -158,31 +158,49 @@ pub fn judge(reference: &CaseRun, other: &CaseRun) -> Outcome {
     }
 }
 
-/// Runs `case` over `transport` on `machine` with the rust backend and then with each of
-/// `targets`; returns the reference run and each target's outcome. Outputs go to `out_dir`.
+/// Runs `case` over `transport` on `machine` with the rust backend on the case's own
+/// datapath, and then with each of `targets` on `path` (`None`: the case's own; the rust
+/// backend is then the reference and not run twice); returns the reference run and each
+/// target's outcome. Outputs go to `out_dir`.
 pub fn compare_case(
     case: &Case,
     transport: Transport,
     machine: MachineKind,
     targets: &[BackendKind],
+    path: Option<RingPath>,
     out_dir: &Path,
 ) -> Result<(CaseRun, Vec<(BackendKind, Outcome)>), Error> {
-    let reference = case.run_on(machine, transport, BackendKind::Rust, out_dir)?;
+    let reference = case.run_on(machine, transport, BackendKind::Rust, None, out_dir)?;
+    compare_with(case, &reference, transport, machine, targets, path, out_dir)
+        .map(|outcomes| (reference, outcomes))
+}
+
+/// Runs `case` with each of `targets` on `path` and judges each against `reference`.
+pub fn compare_with(
+    case: &Case,
+    reference: &CaseRun,
+    transport: Transport,
+    machine: MachineKind,
+    targets: &[BackendKind],
+    path: Option<RingPath>,
+    out_dir: &Path,
+) -> Result<Vec<(BackendKind, Outcome)>, Error> {
     let mut outcomes = Vec::new();
-    for &t in targets.iter().filter(|t| **t != BackendKind::Rust) {
+    let rerun = |t: &&BackendKind| **t != BackendKind::Rust || path.is_some();
+    for &t in targets.iter().filter(rerun) {
         let outcome = if let Some(why) = case.spec.out_of_scope.get(&t) {
             Outcome::OutOfScope(why.clone())
         } else if let Some(why) = t.unavailable() {
             Outcome::Unavailable(why)
         } else {
-            match case.run_on(machine, transport, t, out_dir) {
-                Ok(run) => judge(&reference, &run),
+            match case.run_on(machine, transport, t, path, out_dir) {
+                Ok(run) => judge(reference, &run),
                 Err(e) => Outcome::Failed(e.to_string()),
             }
         };
         outcomes.push((t, outcome));
     }
-    Ok((reference, outcomes))
+    Ok(outcomes)
 }
 
 /// Tallies of a comparison over many cases.

@@ -1,20 +1,25 @@
-//! Suites: every case on every transport it names, on both machines and every backend in
-//! scope and available here, with one verdict per (case, transport, backend).
+//! Suites: every case on every transport it names, every datapath that applies to it, on
+//! both machines and every backend in scope and available here, with one verdict per
+//! (case, transport, path, backend).
 //!
 //! The checks are the ones `cargo test -p testcases` makes, from the same functions:
-//! - rust: the in-process run ends with the exit code the case expects, keeps its mode's
-//!   promise and its expected counters, matches its stored snapshot
-//!   (`out.<transport>.snap`), and the KVM machine gives the same capture, guest log and
-//!   exit code, byte for byte;
-//! - any other backend: the rust backend's verdict and output (`vlab compare`).
+//! - rust on the case's own path (its reference, the first of [`Case::paths`]): the
+//!   in-process run ends with the exit code the case expects, keeps its mode's promise and
+//!   its expected counters, matches its stored snapshot (`out.<transport>.snap`), and the
+//!   KVM machine gives the same capture, guest log and exit code, byte for byte;
+//! - rust on any other path (on KVM), and any other backend on every path: the reference's
+//!   verdict and output (`vlab compare`). One snapshot per case: the output does not depend
+//!   on the path.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::config::args::Transport;
-use crate::config::{BackendKind, MachineKind};
+use crate::config::{BackendKind, MachineKind, RingPath};
 use crate::suites::case::{check_mode, Case, CaseRun};
-use crate::suites::compare::compare_case;
+use crate::suites::compare::compare_with;
 
 /// The in-process rust run of `case`, checked against what the case expects.
 pub fn reference(case: &Case, transport: Transport, dir: &Path) -> Result<CaseRun, String> {
@@ -80,24 +85,61 @@ pub fn same_on_kvm(
     Ok(())
 }
 
-/// The case on backend `target` must give the rust backend's verdict and output on the same
-/// machine: in-process, but the KVM guest for vhost-kernel (which runs only where the host
-/// has vhost-net).
+/// The rust backend's in-process runs of each case and transport on the case's own path,
+/// made once and shared by every job judged against them.
+#[derive(Default)]
+pub struct References {
+    runs: Mutex<HashMap<CaseOn, Arc<OnceLock<Reference>>>>,
+}
+
+/// A case by name, on a transport.
+type CaseOn = (String, Transport);
+
+/// A reference run, or why it could not be made.
+type Reference = Result<Arc<CaseRun>, String>;
+
+impl References {
+    /// The reference run of `case` over `transport`, made on first use (jobs that need it
+    /// at the same time wait for the one making it).
+    pub fn get(&self, case: &Case, transport: Transport) -> Reference {
+        let cell = self
+            .runs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((case.name.clone(), transport))
+            .or_default()
+            .clone();
+        cell.get_or_init(|| {
+            let dir = tempfile::tempdir().map_err(|e| format!("a scratch directory: {e}"))?;
+            case.run(MachineKind::InProcess, transport, dir.path())
+                .map(Arc::new)
+                .map_err(|e| format!("the reference run: {e}"))
+        })
+        .clone()
+    }
+}
+
+/// The case on backend `target` and datapath `path` must give the rust backend's verdict
+/// and output on its own path: in-process, but the KVM guest for vhost-kernel (which runs
+/// only where the host has vhost-net) and for rust on another path.
 pub fn on_backend(
     case: &Case,
     transport: Transport,
     target: BackendKind,
+    path: Option<RingPath>,
+    refs: &References,
     dir: &Path,
 ) -> Result<(), String> {
     if let Some(why) = target.unavailable() {
         return Err(format!("{target} cannot run here: {why}"));
     }
     let machine = match target {
-        BackendKind::VhostKernel => MachineKind::Kvm,
+        BackendKind::VhostKernel | BackendKind::Rust => MachineKind::Kvm,
         _ => MachineKind::InProcess,
     };
-    let (_, outcomes) =
-        compare_case(case, transport, machine, &[target], dir).map_err(|e| e.to_string())?;
+    let reference = refs.get(case, transport)?;
+    let outcomes = compare_with(case, &reference, transport, machine, &[target], path, dir)
+        .map_err(|e| e.to_string())?;
     match outcomes.first() {
         Some((_, o)) if o.ok() => Ok(()),
         Some((_, o)) => Err(format!("{target}: {o}")),
@@ -150,6 +192,7 @@ pub struct Verdict {
     /// `<suite>/<case>`.
     pub case: String,
     pub transport: Transport,
+    pub path: RingPath,
     pub backend: BackendKind,
     pub outcome: Outcome,
     pub duration: Duration,
@@ -164,19 +207,24 @@ pub enum Outcome {
 }
 
 impl Verdict {
-    /// `suite/case::transport::backend`, as the cargo test trials are named.
+    /// `suite/case::transport::path::backend`, as the cargo test trials are named.
     pub fn name(&self) -> String {
-        format!(
-            "{}::{}::{}",
-            self.case,
-            self.transport.name(),
-            self.backend.name()
-        )
+        verdict_name(&self.case, self.transport, self.path, self.backend)
     }
 }
 
+/// `suite/case::transport::path::backend`.
+pub fn verdict_name(
+    case: &str,
+    transport: Transport,
+    path: RingPath,
+    backend: BackendKind,
+) -> String {
+    format!("{case}::{}::{path}::{}", transport.name(), backend.name())
+}
+
 /// What a suite run covers.
-#[derive(Clone, Debug)]
+#[derive(Default)]
 pub struct Plan {
     /// Backends to run besides rust (which always runs: it is the reference).
     pub targets: Vec<BackendKind>,
@@ -184,43 +232,53 @@ pub struct Plan {
     pub filter: Option<String>,
     /// Times each job runs; its verdict passes only if every run passes.
     pub repeat: u32,
+    /// The reference runs the jobs are judged against.
+    pub refs: References,
 }
 
-/// One unit of work: a case on a transport and backend.
-#[derive(Clone, Copy, Debug)]
+/// One unit of work: a case on a transport, datapath and backend.
+#[derive(Clone, Copy)]
 pub struct Job<'a> {
     pub case: &'a Case,
     pub transport: Transport,
+    pub path: RingPath,
+    /// Whether `path` is the case's own (its snapshot's).
+    pub reference: bool,
     pub backend: BackendKind,
     pub repeat: u32,
+    refs: &'a References,
 }
 
 impl Plan {
     /// The jobs for `cases`, in order.
-    pub fn jobs<'a>(&self, cases: &'a [Case]) -> Vec<Job<'a>> {
+    pub fn jobs<'a>(&'a self, cases: &'a [Case]) -> Vec<Job<'a>> {
         let mut jobs = Vec::new();
         for case in cases {
             for &transport in &case.spec.transports {
-                let backends = std::iter::once(BackendKind::Rust).chain(
-                    self.targets
-                        .iter()
-                        .copied()
-                        .filter(|t| *t != BackendKind::Rust),
-                );
-                for backend in backends {
-                    let job = Job {
-                        case,
-                        transport,
-                        backend,
-                        repeat: self.repeat.max(1),
-                    };
-                    let name = format!("{}::{}::{}", case.name, transport.name(), backend.name());
-                    if self
-                        .filter
-                        .as_ref()
-                        .is_none_or(|f| name.contains(f.as_str()))
-                    {
-                        jobs.push(job);
+                for (k, path) in case.paths(transport).into_iter().enumerate() {
+                    let backends = std::iter::once(BackendKind::Rust).chain(
+                        self.targets
+                            .iter()
+                            .copied()
+                            .filter(|t| *t != BackendKind::Rust),
+                    );
+                    for backend in backends {
+                        let name = verdict_name(&case.name, transport, path, backend);
+                        if self
+                            .filter
+                            .as_ref()
+                            .is_none_or(|f| name.contains(f.as_str()))
+                        {
+                            jobs.push(Job {
+                                case,
+                                transport,
+                                path,
+                                reference: k == 0,
+                                backend,
+                                repeat: self.repeat.max(1),
+                                refs: &self.refs,
+                            });
+                        }
                     }
                 }
             }
@@ -246,6 +304,7 @@ impl Job<'_> {
         Verdict {
             case: self.case.name.clone(),
             transport: self.transport,
+            path: self.path,
             backend: self.backend,
             outcome,
             duration,
@@ -278,13 +337,19 @@ impl Job<'_> {
             Err(e) => return Outcome::Fail(format!("a scratch directory: {e}")),
         };
         let r = match self.backend {
-            BackendKind::Rust => {
-                reference(self.case, self.transport, dir.path()).and_then(|local| {
+            BackendKind::Rust if self.reference => reference(self.case, self.transport, dir.path())
+                .and_then(|local| {
                     check_snapshot(self.case, self.transport, &local.snapshot())?;
                     same_on_kvm(self.case, self.transport, &local, dir.path())
-                })
-            }
-            t => on_backend(self.case, self.transport, t, dir.path()),
+                }),
+            t => on_backend(
+                self.case,
+                self.transport,
+                t,
+                Some(self.path),
+                self.refs,
+                dir.path(),
+            ),
         };
         match r {
             Ok(()) => Outcome::Pass,
