@@ -316,7 +316,10 @@ pub fn run(cfg: &RunConfig, t0: Instant) -> Result<RunReport, Error> {
     // one that failed before (a bad image, a guest that never came up) leaves no output.
     // Only a completed run waits for the last frames still in flight.
     let keep = completed || board.bus.harness.event_time(event::LINK_UP).is_some();
-    let captured = harness.map(|h| h.finish(completed, keep)).transpose();
+    let forwarded = board.bus.harness.event_time(event::FWD_DONE).is_some();
+    let captured = harness
+        .map(|h| h.finish(completed, forwarded, keep))
+        .transpose();
     let data_side = builtin.map(|b| b.finish(keep)).transpose();
     let finished = if keep { sink.finish() } else { Ok(()) };
     // Who wrote the output: the TAP harness, our vhost-user backend, or the device's sink.

@@ -558,7 +558,7 @@ fn dpdk_virtio_user_drives_our_vhost_user_backend() {
                 .is_ok_and(|n| n.saturating_sub(base) > frames)
         },
     );
-    if let Err(e) = harness.finish(true, true) {
+    if let Err(e) = harness.finish(true, false, true) {
         peers.fail(&format!("the TAP harness on {tap}: {e}"));
     }
     peers.quit_testpmd(testpmd);

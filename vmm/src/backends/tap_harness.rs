@@ -275,13 +275,18 @@ impl TapHarness {
     /// `completed`, first waits until the capture has every frame the device side wrote
     /// (and fails if it does not, or if the kernel dropped injected frames); for one that
     /// failed, writes what was captured so far. Returns the frames captured.
-    pub fn finish(mut self, completed: bool, keep: bool) -> Result<u64, Error> {
+    ///
+    /// `forwarded` says the guest finished its forwarding loop, so a marker it forwards
+    /// (see [`TapHarness::with_marker_back`]) is on its way; a guest that stopped before
+    /// (a refused feature, a failed set-up) sends none.
+    pub fn finish(mut self, completed: bool, forwarded: bool, keep: bool) -> Result<u64, Error> {
+        let marker_back = self.marker_back && forwarded;
         let Some(t) = self.threads.take() else {
             return Ok(0);
         };
         let since = |now: u64, base: u64| now.saturating_sub(base);
         let deadline = Instant::now() + CAPTURE_GRACE;
-        if completed && self.marker_back {
+        if completed && marker_back {
             while !self.marker_seen.load(Ordering::Acquire)
                 && self.flow.capturing.load(Ordering::Acquire)
                 && Instant::now() < deadline
@@ -305,7 +310,7 @@ impl TapHarness {
             .map_err(|_| self.thread_err("the capture thread panicked".into()))??;
         injected.map_err(|_| self.thread_err("the injector thread panicked".into()))??;
         let seen = self.flow.captured.load(Ordering::Acquire);
-        if completed && self.marker_back && !self.marker_seen.load(Ordering::Acquire) {
+        if completed && marker_back && !self.marker_seen.load(Ordering::Acquire) {
             return Err(Error::NoMarker {
                 tap: self.name.clone(),
                 seen,
