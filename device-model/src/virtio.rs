@@ -16,6 +16,11 @@ pub mod features {
     pub const RING_INDIRECT_DESC: u64 = 1 << 28;
     pub const RING_EVENT_IDX: u64 = 1 << 29;
     pub const VERSION_1: u64 = 1 << 32;
+    /// The packed virtqueue layout (2.8).
+    pub const RING_PACKED: u64 = 1 << 34;
+    /// Buffers are used in the order they were made available (split and packed rings'
+    /// "In-order use of descriptors").
+    pub const IN_ORDER: u64 = 1 << 35;
 }
 
 /// Device status bits (virtio 1.x, 2.1).

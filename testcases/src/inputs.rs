@@ -232,6 +232,7 @@ pub const GENERATED: &[(&str, Generator)] = &[
     ("features/event-idx-off", mixed),
     ("features/feature-not-offered", mixed),
     ("features/ring-not-power-of-two", mixed),
+    ("features/ring-packed-any-size", mixed),
     ("features/modern-only-device", mixed),
 ];
 

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use vmm::config::{Backend, BackendKind, DeviceArgs, GuestArgs, PortConfig, RingPath};
+use vmm::config::{Backend, BackendKind, DeviceArgs, GuestArgs, PortConfig, PortSpec, RingPath};
 use vmm::config::{Input, MachineKind, Mode, Output, RunConfig};
 
 /// Exit status when vlab itself fails (bad input, no KVM, a crashed guest, a timeout), as
@@ -140,6 +140,12 @@ struct RunArgs {
     /// to a persistent one); with vhost-user --socket it is the backend's interface.
     #[arg(long, value_name = "NAME", conflicts_with_all = ["gen", "loopback"])]
     tap: Option<String>,
+    /// Give the guest another virtio-net port (repeatable; port 0 is described by the
+    /// other flags): a TOML inline table of `backend`, `tap`, `socket`, `pcap-in`,
+    /// `pcap-out`, `loopback` and `device` (the device flags as a table), e.g.
+    /// `--port 'backend = "rust", pcap-in = "b.pcap", device = { max-frame = 9018 }'`.
+    #[arg(long = "port", value_name = "TABLE", value_parser = PortSpec::parse)]
+    ports: Vec<PortSpec>,
     /// Loop the guest's transmitted frames back to its receive queue.
     #[arg(long, conflicts_with = "pcap_out")]
     loopback: bool,
@@ -181,6 +187,15 @@ impl RunArgs {
             Some(p) => Output::Pcap(p.clone()),
             None => Output::Discard,
         };
+        let mut ports = vec![PortConfig {
+            device: self.device.clone(),
+            backend: Backend::from_args(self.backend, self.tap.clone(), self.socket.clone())?,
+            input,
+            output,
+        }];
+        for p in &self.ports {
+            ports.push(p.port()?);
+        }
         Ok(RunConfig {
             machine: machine_kind(self.machine),
             mode: match self.mode {
@@ -191,12 +206,7 @@ impl RunArgs {
                 ModeArg::Hostile => Mode::Hostile,
             },
             guest: self.guest.clone(),
-            ports: vec![PortConfig {
-                device: self.device.clone(),
-                backend: Backend::from_args(self.backend, self.tap.clone(), self.socket.clone())?,
-                input,
-                output,
-            }],
+            ports,
             kernel: self.kernel.clone(),
             kvm_device: self.kvm_device.clone(),
             ram: self.mem << 20,
@@ -246,9 +256,10 @@ struct TestArgs {
     #[arg(long, value_delimiter = ',', value_parser = BackendKind::parse,
           default_value = "rust-tap,vhost-kernel,vhost-user")]
     backends: Vec<BackendKind>,
-    /// Only verdicts whose name (`suite/case::transport::path::backend`) contains this.
+    /// Only verdicts whose name (`suite/case::transport::path::backend`) contains this
+    /// (repeatable: any of them).
     #[arg(long, value_name = "TEXT")]
-    filter: Option<String>,
+    filter: Vec<String>,
     /// Cases run at once (default: the CPUs available).
     #[arg(long, short, value_name = "N")]
     jobs: Option<usize>,
@@ -280,7 +291,7 @@ fn test(args: &TestArgs) -> anyhow::Result<u8> {
     }
     let plan = Plan {
         targets: args.backends.clone(),
-        filter: args.filter.clone(),
+        filters: args.filter.clone(),
         repeat: args.repeat,
         ..Plan::default()
     };

@@ -14,7 +14,7 @@ use device_model::endpoint::marker::END_ETHERTYPE;
 use device_model::endpoint::{self};
 use device_model::net::{NetConfig, NetCounters};
 use device_model::pcap;
-use device_model::virtio_pci::TransportStats;
+use device_model::virtio_pci::{Options, TransportStats};
 use pcap_file::TsResolution;
 use pmd::harness::event;
 
@@ -24,6 +24,9 @@ use crate::board::serial::Echo;
 use crate::board::{self, Board, BoardConfig, MsiCounter, NetPortConfig};
 use crate::config::{BackendKind, GuestArgs, Input, MachineKind, Mode, Output, RunConfig};
 use crate::machine::{self, inprocess, kvm};
+
+/// Ports a guest can have: the PMD's interrupt plan has room for this many.
+pub const MAX_PORTS: usize = pmd::net::irq::MAX_PORTS as usize;
 
 /// What a finished run produced.
 #[derive(Clone, Debug)]
@@ -53,6 +56,24 @@ pub struct RunReport {
     pub guest_figures: Option<GuestFigures>,
     /// Whether the input ended with the end marker the guest forwards and stops at.
     pub end_marker: bool,
+    /// Every port, in slot order; the fields above are port 0's.
+    pub ports: Vec<PortReport>,
+}
+
+/// What one port did.
+#[derive(Clone, Debug)]
+pub struct PortReport {
+    pub backend: BackendKind,
+    pub counters: NetCounters,
+    pub input_frames: usize,
+    pub output_frames: u64,
+    /// Features the driver accepted on this port.
+    pub features: u64,
+    pub transport: TransportStats,
+    pub device_errors: u64,
+    pub guest_figures: Option<GuestFigures>,
+    /// Features the device did not offer because the backend lacks them, with the reason.
+    pub fallbacks: Vec<String>,
 }
 
 /// The figures of the guest's testpmd-style "NIC statistics" block in its log.
@@ -133,6 +154,15 @@ impl RunReport {
                 c.rx_dropped + c.tx_dropped + c.rx_malformed + c.tx_malformed,
             ),
         };
+        for (k, p) in self.ports.iter().enumerate().skip(1) {
+            s.push_str(&format!(
+                " port{k}=backend:{},in:{},delivered:{},out:{}",
+                p.backend.name(),
+                p.input_frames,
+                p.counters.rx_delivered,
+                p.output_frames
+            ));
+        }
         let f = &c.faults;
         if f.dropped + f.duplicated + f.reordered > 0 {
             s.push_str(&format!(
@@ -142,6 +172,14 @@ impl RunReport {
         }
         if let Some(t) = self.link_up {
             s.push_str(&format!(" link-up={:.1}ms", t.as_secs_f64() * 1e3));
+        }
+        let fallbacks: Vec<&str> = self
+            .ports
+            .iter()
+            .flat_map(|p| p.fallbacks.iter().map(String::as_str))
+            .collect();
+        if !fallbacks.is_empty() {
+            s.push_str(&format!(" not-offered=[{}]", fallbacks.join("; ")));
         }
         if let (Some(t), Some(r)) = (self.forwarding, self.rate(self.frames_moved())) {
             s.push_str(&format!(
@@ -170,7 +208,7 @@ impl RunReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("a run has one virtio-net port so far ({0} given)")]
+    #[error("a run has 1 to {MAX_PORTS} virtio-net ports ({0} given)")]
     Ports(usize),
     #[error(transparent)]
     Pcap(#[from] pcap::Error),
@@ -217,38 +255,52 @@ pub fn cmdline(mode: Mode, guest: &GuestArgs) -> String {
     words.join(" ")
 }
 
+/// One port's set-up before the board exists: its device, its inputs, its backend.
+struct PortSetup {
+    net: NetConfig,
+    transport: Options,
+    input_frames: usize,
+    prepared: Prepared,
+}
+
+/// What became of one port once the run ended.
+struct PortEnd {
+    sink: Box<dyn endpoint::Sink>,
+    stopped: Result<(), device_model::net::Error>,
+    captured: Result<Option<u64>, Error>,
+    data_side: Result<Option<backends::builtin::BuiltInEnd>, Error>,
+    finished: Result<(), endpoint::SinkError>,
+}
+
 /// Runs `cfg` to completion. `t0` is when the caller started (link-up is measured from it).
 pub fn run(cfg: &RunConfig, t0: Instant) -> Result<RunReport, Error> {
-    // The board, the harness and the guest application serve one port so far; the list is
-    // where a second one goes.
-    let [port] = cfg.ports.as_slice() else {
+    if cfg.ports.is_empty() || cfg.ports.len() > MAX_PORTS {
         return Err(Error::Ports(cfg.ports.len()));
-    };
-    let (net, transport) = port.device.apply(NetConfig {
-        datapath_cpu: cfg.datapath_cpu,
-        // The guest application tells the harness when its port is ready (FWD_START).
-        hold_input: true,
-        ..NetConfig::default()
-    })?;
-    // Inputs first: nothing is created until they are known to be good.
-    let inputs = match &port.input {
-        Input::Pcap(path) => {
-            let cap = pcap::read(path, net.max_frame)?;
-            Inputs {
-                frames: cap.frames,
-                resolution: cap.resolution,
+    }
+    // Inputs first, every port's: nothing is created until they are known to be good.
+    let mut devices = Vec::new();
+    for port in &cfg.ports {
+        let (net, transport) = port.device.apply(NetConfig {
+            datapath_cpu: cfg.datapath_cpu,
+            // The guest application tells the harness when its ports are ready (FWD_START).
+            hold_input: true,
+            ..NetConfig::default()
+        })?;
+        let inputs = match &port.input {
+            Input::Pcap(path) => {
+                let cap = pcap::read(path, net.max_frame)?;
+                Inputs {
+                    frames: cap.frames,
+                    resolution: cap.resolution,
+                }
             }
-        }
-        _ => Inputs {
-            frames: Vec::new(),
-            resolution: TsResolution::MicroSecond,
-        },
-    };
-    let input_frames = match &port.input {
-        Input::Pcap(_) => inputs.frames.len(),
-        Input::Generator { frames, .. } => *frames as usize,
-        Input::Loopback | Input::None => 0,
-    };
+            _ => Inputs {
+                frames: Vec::new(),
+                resolution: TsResolution::MicroSecond,
+            },
+        };
+        devices.push((net, transport, inputs));
+    }
     let kernel = match cfg.machine {
         MachineKind::Kvm => Some(match &cfg.kernel {
             Some(k) => k.clone(),
@@ -258,18 +310,30 @@ pub fn run(cfg: &RunConfig, t0: Instant) -> Result<RunReport, Error> {
     };
 
     let mem = board::guest_memory(cfg.ram)?;
-    let Prepared {
-        backend,
-        mut harness,
-        builtin,
-        end_marker,
-        tap: _tap,
-    } = backends::prepare(cfg, port, &net, &mem, inputs)?;
+    let mut setups = Vec::new();
+    for (port, (net, transport, inputs)) in cfg.ports.iter().zip(devices) {
+        let input_frames = match &port.input {
+            Input::Pcap(_) => inputs.frames.len(),
+            Input::Generator { frames, .. } => *frames as usize,
+            Input::Loopback | Input::None => 0,
+        };
+        let prepared = backends::prepare(cfg, port, &net, &mem, inputs)?;
+        setups.push(PortSetup {
+            net,
+            transport,
+            input_frames,
+            prepared,
+        });
+    }
+    let end_marker = setups.iter().any(|s| s.prepared.end_marker);
     let mut guest = cfg.guest.clone();
     if end_marker && guest.end_ethertype.is_none() {
         guest.end_ethertype = Some(format!("{END_ETHERTYPE:x}"));
     }
-    let cmdline = cmdline(cfg.mode, &guest);
+    let mut cmdline = cmdline(cfg.mode, &guest);
+    if cfg.ports.len() > 1 {
+        cmdline.push_str(&format!(" ports={}", cfg.ports.len()));
+    }
 
     let echo = if cfg.echo_serial {
         Echo::Stream(Box::new(std::io::stdout()))
@@ -278,11 +342,41 @@ pub fn run(cfg: &RunConfig, t0: Instant) -> Result<RunReport, Error> {
     };
     let board_cfg = BoardConfig {
         ram: cfg.ram,
-        nets: vec![NetPortConfig { net, transport }],
+        nets: setups
+            .iter()
+            .map(|s| NetPortConfig {
+                net: s.net.clone(),
+                transport: s.transport,
+            })
+            .collect(),
     };
-    let start_harness = |board: &Board, h: &mut Option<TapHarness>| -> Result<(), Error> {
-        if let Some(h) = h.as_mut() {
-            h.start(board.net().device().shared())?;
+    let mut backends = Vec::new();
+    let mut harnesses = Vec::new();
+    let mut builtins = Vec::new();
+    let mut taps = Vec::new();
+    let mut input_frames = Vec::new();
+    let mut fallbacks = Vec::new();
+    for s in setups {
+        let Prepared {
+            backend,
+            harness,
+            builtin,
+            end_marker: _,
+            tap,
+            fallbacks: why,
+        } = s.prepared;
+        fallbacks.push(why);
+        backends.push(backend);
+        harnesses.push(harness);
+        builtins.push(builtin);
+        taps.push(tap);
+        input_frames.push(s.input_frames);
+    }
+    let start_harnesses = |board: &Board, hs: &mut [Option<TapHarness>]| -> Result<(), Error> {
+        for (h, net) in hs.iter_mut().zip(&board.nets) {
+            if let Some(h) = h.as_mut() {
+                h.start(net.lock().device().shared())?;
+            }
         }
         Ok(())
     };
@@ -290,88 +384,139 @@ pub fn run(cfg: &RunConfig, t0: Instant) -> Result<RunReport, Error> {
         Some(image) => {
             let vm = kvm::KvmVm::new(&cfg.kvm_device, cfg.needs_interrupts())
                 .map_err(machine::Error::from)?;
-            let board = Board::new(&board_cfg, mem, vec![backend], vm.msi_sink(), echo)?;
-            start_harness(&board, &mut harness)?;
+            let board = Board::new(&board_cfg, mem, backends, vm.msi_sink(), echo)?;
+            start_harnesses(&board, &mut harnesses)?;
             let r = vm.run(&board, image, &cmdline, cfg.timeout, cfg.guest_cpu);
             (board, r)
         }
         None => {
             let irq = Arc::new(MsiCounter::default());
-            let board = Board::new(&board_cfg, mem, vec![backend], irq.clone(), echo)?;
-            start_harness(&board, &mut harness)?;
+            let board = Board::new(&board_cfg, mem, backends, irq.clone(), echo)?;
+            start_harnesses(&board, &mut harnesses)?;
             let r = inprocess::run(&board, irq, &cmdline, cfg.timeout, cfg.guest_cpu);
             (board, r)
         }
     };
-    // Stop the backend whatever happened; its sink holds the output. A vhost session is
-    // closed here, which ends our own vhost-user backend's connection.
-    let (features, transport, device_errors) = {
-        let net = board.net();
-        (net.driver_features(), net.stats, net.health().errors())
-    };
-    let (mut sink, stopped) = board.net().device_mut().shutdown();
-    let completed = result.is_ok() && stopped.is_ok();
-    // A run that failed once the guest's port was up (no frame moves before) keeps every
+    // Stop every port's backend whatever happened; its sink holds the output. A vhost
+    // session is closed here, which ends our own vhost-user backend's connection.
+    let mut ends = Vec::new();
+    for net in &board.nets {
+        let (sink, stopped) = net.lock().device_mut().shutdown();
+        ends.push((sink, stopped));
+    }
+    let completed = result.is_ok() && ends.iter().all(|(_, s)| s.is_ok());
+    // A run that failed once the guest's ports were up (no frame moves before) keeps every
     // frame captured until then, in a valid capture, for whoever looks into the failure;
     // one that failed before (a bad image, a guest that never came up) leaves no output.
     // Only a completed run waits for the last frames still in flight.
     let keep = completed || board.bus.harness.event_time(event::LINK_UP).is_some();
     let forwarded = board.bus.harness.event_time(event::FWD_DONE).is_some();
-    let captured = harness
-        .map(|h| h.finish(completed, forwarded, keep))
-        .transpose();
-    let data_side = builtin.map(|b| b.finish(keep)).transpose();
-    let finished = if keep { sink.finish() } else { Ok(()) };
-    // Who wrote the output: the TAP harness, our vhost-user backend, or the device's sink.
-    // Nobody here saw the frames when an external backend serves its own endpoints.
-    let external =
-        matches!((&captured, &data_side), (Ok(None), Ok(None))) && !port.backend.observed();
-    let output_frames = match (&captured, &data_side) {
-        (Ok(Some(n)), _) => *n,
-        (_, Ok(Some(d))) => d.output_frames,
-        _ => sink.frames(),
-    };
-    let written = captured.is_ok() && data_side.is_ok() && finished.is_ok();
+    let ends: Vec<PortEnd> = ends
+        .into_iter()
+        .zip(harnesses)
+        .zip(builtins)
+        .map(|(((mut sink, stopped), harness), builtin)| {
+            let captured = harness
+                .map(|h| h.finish(completed, forwarded, keep))
+                .transpose()
+                .map_err(Error::from);
+            let data_side = builtin
+                .map(|b| b.finish(keep))
+                .transpose()
+                .map_err(Error::from);
+            let finished = if keep { sink.finish() } else { Ok(()) };
+            PortEnd {
+                sink,
+                stopped,
+                captured,
+                data_side,
+                finished,
+            }
+        })
+        .collect();
+    drop(taps);
+    // Who wrote each port's output: the TAP harness, our vhost-user backend, or the
+    // device's sink.
+    let output_frames: Vec<u64> = ends
+        .iter()
+        .map(|e| match (&e.captured, &e.data_side) {
+            (Ok(Some(n)), _) => *n,
+            (_, Ok(Some(d))) => d.output_frames,
+            _ => e.sink.frames(),
+        })
+        .collect();
+    let written = ends
+        .iter()
+        .all(|e| e.captured.is_ok() && e.data_side.is_ok() && e.finished.is_ok());
+    // The first port whose output was kept names it in the error.
+    let kept = cfg
+        .ports
+        .iter()
+        .zip(&output_frames)
+        .find_map(|(p, &frames)| match &p.output {
+            Output::Pcap(path) if keep && written && path.is_file() => Some((path, frames)),
+            _ => None,
+        });
     let failed = |e: Error| -> Error {
-        match &port.output {
-            Output::Pcap(path) if keep && written && path.is_file() => Error::Kept {
+        match kept {
+            Some((path, frames)) => Error::Kept {
                 source: Box::new(e),
                 path: path.clone(),
-                frames: output_frames,
+                frames,
             },
-            _ => e,
+            None => e,
         }
     };
     let exit_code = result.map_err(|e| failed(e.into()))?;
-    stopped.map_err(|e| failed(e.into()))?;
-    captured?;
-    let data_side = data_side?;
-    finished?;
+    let mut reports = Vec::new();
+    for (k, e) in ends.into_iter().enumerate() {
+        e.stopped.map_err(|e| failed(e.into()))?;
+        let captured = e.captured?;
+        let data_side = e.data_side?;
+        e.finished?;
+        let net = board.nets[k].lock();
+        let port = &cfg.ports[k];
+        // Nobody here saw the frames when an external backend serves its own endpoints.
+        let external = captured.is_none() && data_side.is_none() && !port.backend.observed();
+        reports.push(PortReport {
+            backend: port.backend.kind(),
+            counters: backends::merge(
+                board.nets[k].stats.snapshot(),
+                data_side.as_ref().map(|d| &d.counters),
+            ),
+            input_frames: input_frames[k],
+            output_frames: output_frames[k],
+            features: net.driver_features(),
+            transport: net.stats,
+            device_errors: net.health().errors(),
+            guest_figures: external
+                .then(|| GuestFigures::from_log(&board.serial_log()))
+                .flatten(),
+            fallbacks: std::mem::take(&mut fallbacks[k]),
+        });
+    }
 
     let harness = &board.bus.harness;
     let at = |e| harness.event_time(e);
+    let first = reports[0].clone();
     Ok(RunReport {
         machine: cfg.machine,
-        backend: port.backend.kind(),
+        backend: first.backend,
         exit_code,
-        counters: backends::merge(
-            board.nets[0].stats.snapshot(),
-            data_side.as_ref().map(|d| &d.counters),
-        ),
-        input_frames,
-        output_frames,
-        guest_figures: external
-            .then(|| GuestFigures::from_log(&board.serial_log()))
-            .flatten(),
+        counters: first.counters,
+        input_frames: first.input_frames,
+        output_frames: first.output_frames,
+        guest_figures: first.guest_figures,
         serial: board.serial_log(),
         end_marker,
-        features,
-        transport,
-        device_errors,
+        features: first.features,
+        transport: first.transport,
+        device_errors: first.device_errors,
         link_up: at(event::LINK_UP).map(|t| t.saturating_duration_since(t0)),
         forwarding: at(event::FWD_START)
             .zip(at(event::FWD_DONE))
             .map(|(a, b)| b.saturating_duration_since(a)),
+        ports: reports,
     })
 }
 

@@ -77,7 +77,8 @@ fn a_backend_without_a_needed_feature_fails_negotiation() {
     assert_fails(
         &o,
         "vhost-user backend: feature negotiation: the run needs mrg_rxbuf, which the backend \
-         does not offer (it offers any_layout, indirect_desc, event_idx, version_1)",
+         does not offer (it offers any_layout, indirect_desc, event_idx, version_1, ring_packed, \
+         in_order)",
     );
     // The backend sees its frontend go and ends by itself.
     assert_eq!(wait(b, 10).status.code(), Some(0));

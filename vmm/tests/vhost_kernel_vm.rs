@@ -181,3 +181,41 @@ fn random_frames_through_vhost_kernel_and_a_tap_lose_nothing_in_a_linux_vm() {
         assert!(stdout.contains(frames), "{stdout}");
     }
 }
+
+/// Linux vhost-net has no packed rings: the device offers what the backend offers, the
+/// guest's driver falls back to split rings, and vlab says why.
+#[test]
+fn packed_rings_fall_back_to_split_on_vhost_kernel_and_say_why() {
+    let root = root();
+    let case = root.join("testcases/basic/io-mixed");
+    let stdout = in_vm(
+        &root,
+        &[
+            "run",
+            "--machine",
+            "inprocess",
+            "--mode",
+            "io",
+            "--backend",
+            "vhost-kernel",
+            "--tap",
+            "vkpacked",
+            "--packed",
+            "true",
+            "--pcap-in",
+            "/files/io-mixed/in.pcap",
+        ],
+        &[&case],
+    );
+    assert!(
+        stdout.contains("ring_packed: the vhost-kernel backend does not offer it"),
+        "{stdout}"
+    );
+    let features = stdout
+        .lines()
+        .find(|l| l.starts_with("Port 0:") && l.contains(" features "))
+        .unwrap_or_else(|| panic!("no features line: {stdout}"));
+    assert!(!features.contains("RING_PACKED"), "{features}");
+    assert!(features.contains("VERSION_1"), "{features}");
+    assert!(stdout.contains("vlab: PASS"), "{stdout}");
+}

@@ -457,13 +457,14 @@ impl Engine {
     }
 
     /// Takes the next rx chain and checks it: device-writable descriptors only, not cut.
-    /// `Ok(None)`: no buffer available. `Err`: a malformed chain, already returned empty.
+    /// `Ok(None)`: no buffer available. `Err(head)`: a malformed chain, to be returned
+    /// empty (after the chains taken before it: buffers are used in the order they came,
+    /// which VIRTIO_F_IN_ORDER relies on).
     fn next_rx_buf(
         &mut self,
         queue: u16,
         rx: &mut dyn DeviceQueue,
-        used: &mut UsedBatch,
-    ) -> Result<Option<Result<RxBuf, ()>>, Fatal> {
+    ) -> Result<Option<Result<RxBuf, u16>>, Fatal> {
         if self.rx_shrunk(rx, queue)? {
             return Ok(None);
         }
@@ -481,8 +482,7 @@ impl Engine {
             Err(why) => {
                 self.stats.rx_malformed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!("rx chain {head}: {why}");
-                used.push(rx, &self.mem, head, 0).map_err(Fatal::Used)?;
-                Ok(Some(Err(())))
+                Ok(Some(Err(head)))
             }
         }
     }
@@ -537,19 +537,20 @@ impl Engine {
             self.rx_descs.clear();
             let mut have = 0;
             while have < need {
-                match self.next_rx_buf(queue, rx, &mut used)? {
+                match self.next_rx_buf(queue, rx)? {
                     None => {
                         // Not enough buffers: put back what this frame took; it waits.
                         rx.unpop(self.rx_bufs.len() as u16);
                         starved = true;
                         break 'frames;
                     }
-                    Some(Err(())) => {
+                    Some(Err(bad)) => {
                         // A malformed chain, returned empty. Chains already taken for this
-                        // frame cannot be put back behind it: return them empty too.
+                        // frame cannot be put back behind it: return them empty too, first.
                         for b in self.rx_bufs.drain(..) {
                             used.push(rx, &mem, b.head, 0).map_err(Fatal::Used)?;
                         }
+                        used.push(rx, &mem, bad, 0).map_err(Fatal::Used)?;
                         done += 1;
                         continue 'frames;
                     }

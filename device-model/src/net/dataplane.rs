@@ -19,6 +19,12 @@ pub trait Dataplane: Send {
     /// The data features the backend supports.
     fn features(&self) -> u64;
 
+    /// What the device offers when configured to offer `wanted`: less what the backend
+    /// cannot serve and the device can do without (packed rings, in-order use).
+    fn offer(&self, wanted: u64) -> u64 {
+        wanted
+    }
+
     /// Hands the queue pairs to the backend. `stats` takes a failure noticed later (a
     /// backend that dies), which stops the run, and counts the interrupts forwarded.
     fn start(

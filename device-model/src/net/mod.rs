@@ -55,10 +55,12 @@ pub mod features {
         | ANY_LAYOUT
         | crate::virtio::features::RING_INDIRECT_DESC
         | crate::virtio::features::RING_EVENT_IDX
-        | crate::virtio::features::VERSION_1;
+        | crate::virtio::features::VERSION_1
+        | crate::virtio::features::RING_PACKED
+        | crate::virtio::features::IN_ORDER;
 
     /// Names for feature lists in configuration files and messages.
-    pub const NAMES: [(&str, u64); 12] = [
+    pub const NAMES: [(&str, u64); 14] = [
         ("mtu", MTU),
         ("mac", MAC),
         ("mrg_rxbuf", MRG_RXBUF),
@@ -71,6 +73,8 @@ pub mod features {
         ("indirect_desc", crate::virtio::features::RING_INDIRECT_DESC),
         ("event_idx", crate::virtio::features::RING_EVENT_IDX),
         ("version_1", crate::virtio::features::VERSION_1),
+        ("ring_packed", crate::virtio::features::RING_PACKED),
+        ("in_order", crate::virtio::features::IN_ORDER),
     ];
 
     /// The bit called `name` in [`NAMES`].
@@ -526,8 +530,13 @@ impl VirtioDevice for Net {
         vec![self.cfg.queue_size; usize::from(layout.len())]
     }
 
+    /// The configured features, less the ring features a vhost backend cannot serve
+    /// (see [`Dataplane::offer`]).
     fn features(&self) -> u64 {
-        self.cfg.features
+        match &self.vhost {
+            Some(v) => v.offer(self.cfg.features),
+            None => self.cfg.features,
+        }
     }
 
     /// 5.1.3.1: the control-queue features need VIRTIO_NET_F_CTRL_VQ.

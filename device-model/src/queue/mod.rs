@@ -4,14 +4,26 @@
 //! memory regions, hands buffers back as used (id and length, staged and then published as a
 //! batch, which also decides whether the driver wants an interrupt), and turns the driver's
 //! notifications on and off. How a ring stores its descriptors and indexes stays behind the
-//! trait: [`SplitQueue`] serves split rings (virtio 1.2, 2.7) over `virtio-queue`; a packed
-//! ring (2.8), which `virtio-queue` has no device side for, is a second implementation of the
-//! same trait, chosen by [`Layout`] when the driver negotiated VIRTIO_F_RING_PACKED.
+//! trait: [`SplitQueue`] serves split rings (virtio 1.2, 2.7) over `virtio-queue`;
+//! [`PackedQueue`] serves packed rings (2.8), which `virtio-queue` has no device side for.
+//! [`Layout`] chooses between them: packed when the driver negotiated VIRTIO_F_RING_PACKED.
+//!
+//! With VIRTIO_F_IN_ORDER ([`RingConfig::in_order`]) both return a batch of buffers with one
+//! used entry, as the spec allows ("In-order use of descriptors" of either layout; 2.8.8 for
+//! packed rings), where no driver can be misled: a run of buffers the device only read
+//! (transmit and other device-readable buffers: nothing written, the length says nothing)
+//! folds into the entry of the buffer after it. A buffer the device wrote into (a receive
+//! buffer) keeps its own entry. The spec would let a completely filled one be skipped too
+//! ("assumed to have been used ... completely"), but drivers in use read every receive
+//! entry: DPDK's virtio PMD reads each used ring entry's length on its in-order receive
+//! path of split rings, and turns in-order receive off for packed rings; and the devices
+//! they meet (QEMU, DPDK's vhost) write them all.
 //!
 //! Everything read from a ring is guest input: an implementation checks what it reads against
 //! guest RAM and the ring's size, and reports what the driver got wrong as an [`Error`] for
 //! which [`Error::is_driver_error`] holds.
 
+pub mod packed;
 pub mod split;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -20,6 +32,7 @@ mod tests;
 
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
+pub use packed::PackedQueue;
 pub use split::SplitQueue;
 
 /// Guest memory as the device sees it.
@@ -31,6 +44,9 @@ pub enum Layout {
     /// Descriptor table, available ring, used ring (virtio 1.2, 2.7).
     #[default]
     Split,
+    /// One descriptor ring with wrap counters, and the driver's and the device's event
+    /// suppression structures (2.8, VIRTIO_F_RING_PACKED).
+    Packed,
 }
 
 /// The three areas of a ring as the driver programs them (`queue_desc`, `queue_driver`,
@@ -56,11 +72,15 @@ pub struct RingConfig {
     /// VIRTIO_F_EVENT_IDX was negotiated: notifications are suppressed by event indexes
     /// rather than flags.
     pub event_idx: bool,
+    /// VIRTIO_F_IN_ORDER was negotiated: buffers are used in the order they were made
+    /// available, and a batch may be returned with one used entry.
+    pub in_order: bool,
 }
 
 /// Where the device is in a ring: what vhost's SET_VRING_BASE and GET_VRING_BASE carry.
-/// A split ring's free-running indexes; a packed ring keeps its wrap counter in bit 15 of
-/// each.
+/// A split ring's free-running indexes; a packed ring's slots (below the ring's size) with
+/// the wrap counter of their lap in bit 15 (vhost-user's VRING_BASE encoding for packed
+/// rings, as QEMU and DPDK use it).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RingPosition {
     /// The next available entry the device takes.
@@ -125,6 +145,23 @@ pub enum Error {
     /// The used side (or the suppression fields read beside it) is out of reach.
     #[error("used ring at {addr:#x}: {source}")]
     UsedRing {
+        addr: u64,
+        #[source]
+        source: vm_memory::GuestMemoryError,
+    },
+    /// Reading the descriptor ring failed (it was inside guest memory when the ring was set
+    /// up: the memory changed under it).
+    #[error("descriptor ring at {addr:#x}: {source}")]
+    DescRing {
+        addr: u64,
+        #[source]
+        source: vm_memory::GuestMemoryError,
+    },
+    /// A packed ring's event suppression structure is out of reach.
+    #[error("{area} at {addr:#x}: {source}")]
+    Suppression {
+        /// "driver event suppression" or "device event suppression".
+        area: &'static str,
         addr: u64,
         #[source]
         source: vm_memory::GuestMemoryError,
@@ -204,5 +241,81 @@ pub trait DeviceQueue: Send {
 pub fn build(cfg: &RingConfig, mem: &Memory) -> Result<Box<dyn DeviceQueue>, Error> {
     match cfg.layout {
         Layout::Split => Ok(Box::new(SplitQueue::new(cfg, mem)?)),
+        Layout::Packed => Ok(Box::new(PackedQueue::new(cfg, mem)?)),
     }
+}
+
+/// A chain the device took and has not returned: what its used entry needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Popped {
+    pub id: u16,
+    /// Descriptors it took in the ring: a packed ring's used position moves by as many.
+    pub descs: u16,
+    /// Its device-writable bytes: what a driver takes as written for a buffer an in-order
+    /// batch skips.
+    pub writable: u32,
+}
+
+/// The chains taken and not yet used, oldest first.
+#[derive(Debug, Default)]
+pub(crate) struct InFlight(std::collections::VecDeque<Popped>);
+
+impl InFlight {
+    pub fn push(&mut self, p: Popped) {
+        self.0.push_back(p);
+    }
+
+    /// Takes chain `id`: the oldest one (in order, the only one a device may use next), or
+    /// the oldest with that ID.
+    pub fn take(&mut self, id: u16) -> Option<Popped> {
+        match self.0.front() {
+            Some(p) if p.id == id => self.0.pop_front(),
+            _ => {
+                let at = self.0.iter().position(|p| p.id == id)?;
+                self.0.remove(at)
+            }
+        }
+    }
+
+    /// Forgets the newest chain (put back in the ring).
+    pub fn unpop(&mut self) -> Option<Popped> {
+        self.0.pop_back()
+    }
+
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+/// A used entry staged for publishing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Staged {
+    pub id: u16,
+    pub len: u32,
+    /// What the ring knew of the chain when it was taken; `None` for an ID it never
+    /// handed out.
+    pub popped: Option<Popped>,
+}
+
+impl Staged {
+    /// Whether the entry must be written, rather than folded into the next one's: always
+    /// out of order, and in order unless something comes after it and the buffer is one
+    /// the device only read (no device-writable bytes, nothing written: see the module's
+    /// documentation for why a filled receive buffer is not skipped).
+    pub fn ends_batch(&self, in_order: bool, last: bool) -> bool {
+        !in_order || last || self.len != 0 || self.popped.is_none_or(|p| p.writable != 0)
+    }
+
+    /// Descriptors the entry's chain took in the ring.
+    pub fn descs(&self) -> u16 {
+        self.popped.map_or(1, |p| p.descs)
+    }
+}
+
+/// The device-writable bytes of `regions`, saturating.
+pub(crate) fn writable_bytes(regions: &[Region]) -> u32 {
+    regions
+        .iter()
+        .filter(|r| r.writable)
+        .fold(0u32, |n, r| n.saturating_add(r.len))
 }

@@ -6,6 +6,11 @@
 //! reads `num_buffers` from the first and expects the rest to be there (Linux's
 //! `receive_mergeable`). Publishing once per batch also keeps the index's cache line from
 //! bouncing between device and driver on every frame.
+//!
+//! In order (VIRTIO_F_IN_ORDER), a batch of buffers is returned with one used ring entry:
+//! it names the batch's last buffer and sits in the slot of the batch's first, and the used
+//! index moves past the whole batch. Only buffers the device only read are skipped that way
+//! (see [`Staged::ends_batch`]).
 
 use std::borrow::BorrowMut;
 use std::num::Wrapping;
@@ -15,7 +20,8 @@ use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::{Bytes, GuestAddress};
 
 use super::{
-    Chain, DeviceQueue, Error, Layout, Memory, Region, RingAddresses, RingConfig, RingPosition,
+    writable_bytes, Chain, DeviceQueue, Error, InFlight, Layout, Memory, Popped, Region,
+    RingAddresses, RingConfig, RingPosition, Staged,
 };
 
 const VRING_AVAIL_F_NO_INTERRUPT: u16 = 1;
@@ -25,8 +31,11 @@ const VRING_AVAIL_F_NO_INTERRUPT: u16 = 1;
 #[derive(Debug)]
 pub struct SplitQueue<Q = Queue> {
     q: Q,
-    /// Used entries written but not yet published.
-    staged: u16,
+    /// Used entries not yet written.
+    staged: Vec<Staged>,
+    in_order: bool,
+    /// The chains taken and not yet used, in order only.
+    in_flight: InFlight,
 }
 
 impl SplitQueue<Queue> {
@@ -55,14 +64,29 @@ impl SplitQueue<Queue> {
                 size: cfg.size,
             });
         }
-        Ok(Self::wrap(q))
+        Ok(Self::wrap(q).with_in_order(cfg.in_order))
     }
 }
 
 impl<Q: BorrowMut<Queue>> SplitQueue<Q> {
     /// Serves `q` as it is (its indexes, addresses and readiness).
     pub fn wrap(q: Q) -> Self {
-        Self { q, staged: 0 }
+        Self {
+            q,
+            staged: Vec::new(),
+            in_order: false,
+            in_flight: InFlight::default(),
+        }
+    }
+
+    /// Uses buffers in order and returns batches with one used entry (VIRTIO_F_IN_ORDER).
+    pub fn with_in_order(mut self, in_order: bool) -> Self {
+        self.in_order = in_order;
+        self
+    }
+
+    pub fn in_order(&self) -> bool {
+        self.in_order
     }
 
     pub fn queue(&self) -> &Queue {
@@ -114,7 +138,9 @@ impl<Q: BorrowMut<Queue> + Send> DeviceQueue for SplitQueue<Q> {
 
     fn reset(&mut self) {
         self.q_mut().reset();
-        self.staged = 0;
+        self.staged.clear();
+        self.in_flight.clear();
+        self.in_order = false;
     }
 
     fn position(&self) -> RingPosition {
@@ -128,7 +154,8 @@ impl<Q: BorrowMut<Queue> + Send> DeviceQueue for SplitQueue<Q> {
         let q = self.q_mut();
         q.set_next_avail(at.next_avail);
         q.set_next_used(at.next_used);
-        self.staged = 0;
+        self.staged.clear();
+        self.in_flight.clear();
     }
 
     fn pop(&mut self, mem: &Memory, chain: &mut Chain) -> Result<bool, Error> {
@@ -150,12 +177,20 @@ impl<Q: BorrowMut<Queue> + Send> DeviceQueue for SplitQueue<Q> {
             });
         }
         chain.cut = more;
+        if self.in_order {
+            self.in_flight.push(Popped {
+                id: chain.id,
+                descs: 1,
+                writable: writable_bytes(&chain.regions),
+            });
+        }
         Ok(true)
     }
 
     fn unpop(&mut self, n: u16) {
         for _ in 0..n {
             self.q_mut().go_to_previous_position();
+            self.in_flight.unpop();
         }
     }
 
@@ -179,27 +214,45 @@ impl<Q: BorrowMut<Queue> + Send> DeviceQueue for SplitQueue<Q> {
         Ok(())
     }
 
-    fn add_used(&mut self, mem: &Memory, id: u16, len: u32) -> Result<(), Error> {
-        let q = self.q();
-        let slot = q.next_used().wrapping_add(self.staged) % q.size();
-        let addr = q.used_ring() + 4 + 8 * u64::from(slot);
-        let mut elem = [0u8; 8];
-        elem[..4].copy_from_slice(&u32::from(id).to_le_bytes());
-        elem[4..].copy_from_slice(&len.to_le_bytes());
-        mem.write_slice(&elem, GuestAddress(addr))
-            .map_err(|source| Error::UsedRing { addr, source })?;
-        self.staged = self.staged.wrapping_add(1);
+    fn add_used(&mut self, _mem: &Memory, id: u16, len: u32) -> Result<(), Error> {
+        let popped = if self.in_order {
+            self.in_flight.take(id)
+        } else {
+            None
+        };
+        self.staged.push(Staged { id, len, popped });
         Ok(())
     }
 
-    /// One release store of the used index, then the driver's suppression field.
+    /// Writes the staged entries (one per batch in order), then one release store of the
+    /// used index, then reads the driver's suppression field.
     fn publish_used(&mut self, mem: &Memory) -> Result<bool, Error> {
-        let count = std::mem::take(&mut self.staged);
-        if count == 0 {
+        if self.staged.is_empty() {
             return Ok(false);
         }
+        let in_order = self.in_order;
+        let q = self.q();
+        let (size, ring, old) = (q.size(), q.used_ring(), q.next_used());
+        // The used index counts buffers, whether or not each has its own entry.
+        let count = self.staged.len() as u16;
+        let mut first = 0u16;
+        for (i, e) in self.staged.iter().enumerate() {
+            let k = i as u16;
+            if !e.ends_batch(in_order, i + 1 == self.staged.len()) {
+                continue;
+            }
+            // The entry goes where the batch's first buffer's would.
+            let slot = old.wrapping_add(first) % size;
+            let addr = ring + 4 + 8 * u64::from(slot);
+            let mut elem = [0u8; 8];
+            elem[..4].copy_from_slice(&u32::from(e.id).to_le_bytes());
+            elem[4..].copy_from_slice(&e.len.to_le_bytes());
+            mem.write_slice(&elem, GuestAddress(addr))
+                .map_err(|source| Error::UsedRing { addr, source })?;
+            first = k.wrapping_add(1);
+        }
+        self.staged.clear();
         let q = self.q_mut();
-        let old = q.next_used();
         let new = old.wrapping_add(count);
         let idx_addr = q.used_ring() + 2;
         mem.store(new.to_le(), GuestAddress(idx_addr), Ordering::Release)

@@ -282,6 +282,7 @@ fn config(size: u16, desc: u64) -> RingConfig {
             device: desc + 0x2000,
         },
         event_idx: true,
+        in_order: false,
     }
 }
 

@@ -8,6 +8,11 @@
 //! attached (vhost-net: the TAP as its socket; vhost-user: VHOST_USER_SET_VRING_ENABLE),
 //! which feature bits mean what, and how a dead backend shows.
 //!
+//! A backend that lacks a ring feature (VIRTIO_F_RING_PACKED, VIRTIO_F_IN_ORDER: the
+//! kernel's vhost-net has no packed rings) does not fail the run: the device stops offering
+//! the feature ([`Vhost::offer`], which the device applies through [`Dataplane::offer`]),
+//! and [`Vhost::fallbacks`] says which and why. Any other data feature it lacks does.
+//!
 //! Kicks go straight from the driver to the backend: the queue's kick eventfd is the KVM
 //! ioeventfd of its notify slot (or, in-process, the one the transport signals). The
 //! backend's call eventfds are forwarded to the transport's interrupt by one small thread,
@@ -15,12 +20,15 @@
 
 pub mod kernel;
 mod relay;
+#[cfg(test)]
+mod tests;
 pub mod user;
 pub mod user_backend;
 
+use std::fmt;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
@@ -38,7 +46,34 @@ pub const DATA_FEATURES: u64 = net_features::MRG_RXBUF
     | net_features::ANY_LAYOUT
     | virtio_features::RING_INDIRECT_DESC
     | virtio_features::RING_EVENT_IDX
-    | virtio_features::VERSION_1;
+    | virtio_features::VERSION_1
+    | virtio_features::RING_PACKED
+    | virtio_features::IN_ORDER;
+
+/// The data features a backend may lack without failing the run: how the rings are laid
+/// out and used. The device then does not offer them (the driver falls back to split rings,
+/// used out of order), and [`Vhost::fallbacks`] names them.
+pub const RING_FEATURES: u64 = virtio_features::RING_PACKED | virtio_features::IN_ORDER;
+
+/// A feature the device does not offer because its vhost backend lacks it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fallback {
+    /// The feature's name (as in [`net_features::NAMES`]: "ring_packed", "in_order").
+    pub feature: &'static str,
+    pub bit: u64,
+    /// "vhost-kernel" or "vhost-user".
+    pub backend: &'static str,
+}
+
+impl fmt::Display for Fallback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: the {} backend does not offer it",
+            self.feature, self.backend
+        )
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -123,6 +158,8 @@ pub trait Peer: Send {
 pub struct Vhost<P: Peer> {
     peer: P,
     features: u64,
+    /// What [`Vhost::check_features`] found the device must not offer.
+    fallbacks: Mutex<Vec<Fallback>>,
     calls: Option<CallForwarder>,
     /// The queues handed to the backend, by index, once they all were.
     started: Vec<usize>,
@@ -147,6 +184,7 @@ impl<P: Peer> Vhost<P> {
         Ok(Self {
             peer,
             features,
+            fallbacks: Mutex::default(),
             calls: None,
             started: Vec::new(),
         })
@@ -156,17 +194,49 @@ impl<P: Peer> Vhost<P> {
         &self.peer
     }
 
-    /// Fails unless the backend supports every data feature in `wanted`.
+    /// Fails unless the backend supports every data feature in `wanted` (the features the
+    /// device is configured to offer), but the ring features ([`RING_FEATURES`]): those
+    /// it lacks are recorded as [`Vhost::fallbacks`], and the device does not offer them
+    /// ([`Vhost::offer`]).
     pub fn check_features(&self, wanted: u64) -> Result<(), Error> {
         let missing = wanted & DATA_FEATURES & !self.features;
-        if missing != 0 {
+        let fatal = missing & !RING_FEATURES;
+        if fatal != 0 {
             return Err(Error::Features {
                 backend: P::NAME,
-                missing: feature_names(missing),
+                missing: feature_names(fatal),
                 offered: feature_names(self.features),
             });
         }
+        let fallbacks: Vec<Fallback> = net_features::NAMES
+            .iter()
+            .filter(|(_, bit)| missing & RING_FEATURES & bit != 0)
+            .map(|&(feature, bit)| Fallback {
+                feature,
+                bit,
+                backend: P::NAME,
+            })
+            .collect();
+        for f in &fallbacks {
+            tracing::info!("not offered: {f}");
+        }
+        *self.fallbacks.lock().unwrap_or_else(|e| e.into_inner()) = fallbacks;
         Ok(())
+    }
+
+    /// What the device offers when it is configured to offer `wanted`: without the ring
+    /// features the backend lacks.
+    pub fn offer(&self, wanted: u64) -> u64 {
+        wanted & !(RING_FEATURES & !self.features)
+    }
+
+    /// The features the last [`Vhost::check_features`] found the device must not offer,
+    /// and why.
+    pub fn fallbacks(&self) -> Vec<Fallback> {
+        self.fallbacks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn step<T>(&self, step: &'static str, r: vhost::Result<T>) -> Result<T, Error> {
@@ -205,6 +275,10 @@ impl<P: Peer> Dataplane for Vhost<P> {
 
     fn features(&self) -> u64 {
         self.features
+    }
+
+    fn offer(&self, wanted: u64) -> u64 {
+        Vhost::offer(self, wanted)
     }
 
     fn start(

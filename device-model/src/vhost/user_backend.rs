@@ -8,6 +8,16 @@
 //! off, as the in-process datapath does, and returns once the queues stay idle, with
 //! notifications back on. The engine's state sits behind a mutex taken per poll, so the
 //! protocol thread is never kept waiting for long.
+//!
+//! Packed rings (VIRTIO_F_RING_PACKED) and in-order use (VIRTIO_F_IN_ORDER) are served
+//! too. The crate's vrings hold `virtio-queue`'s split queue, which keeps what the frontend
+//! set (size, addresses, base, readiness); a packed ring is served by a [`PackedQueue`]
+//! built over those addresses (descriptor ring, driver and device event suppression), its
+//! wrap counters taken from the base in vhost-user's packed encoding (bit 15: the wrap
+//! counter; the used position starts where the avail one does, as DPDK's vhost starts
+//! it). After each poll its position goes back into the vring, so GET_VRING_BASE answers in
+//! the same encoding. The crate takes only power-of-2 ring sizes (it keeps the maximum
+//! for any other), so a packed ring of another size cannot be served here.
 
 use std::os::fd::RawFd;
 use std::path::Path;
@@ -17,7 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost::vhost_user::Listener;
 use vhost_user_backend::{VhostUserBackend, VhostUserDaemon, VringRwLock, VringState, VringT};
-use virtio_queue::QueueT;
+use virtio_queue::{Queue, QueueT};
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
@@ -29,8 +39,10 @@ use super::DATA_FEATURES;
 use crate::endpoint::{Sink, SinkError, Source};
 use crate::net::datapath::{DatapathEnd, Engine, EngineParts, Fatal};
 use crate::net::{NetConfig, NetShared, NetStats, QueueLayout};
-use crate::queue::SplitQueue;
-use crate::virtio::{Health, Interrupt, Memory};
+use crate::queue::{
+    DeviceQueue, Layout, PackedQueue, RingAddresses, RingConfig, RingPosition, SplitQueue,
+};
+use crate::virtio::{features as virtio_features, Health, Interrupt, Memory};
 
 type Gm = GuestMemoryAtomic<GuestMemoryMmap<()>>;
 type Vring = VringRwLock<Gm>;
@@ -149,6 +161,98 @@ struct State {
     /// Set by the engine's interrupt, signalled once the vring locks are released.
     calls: Arc<PendingCalls>,
     health: Arc<Health>,
+    /// The packed rings, by queue index, once served.
+    packed: Vec<Option<PackedRing>>,
+}
+
+/// A packed ring served over a vring's settings.
+struct PackedRing {
+    /// What it was built from: a vring set up anew gets a new one.
+    from: (RingAddresses, u16),
+    queue: PackedQueue,
+}
+
+/// A vring's device side for one poll, in the negotiated layout.
+enum Ring<'a> {
+    Split(SplitQueue<&'a mut Queue>),
+    Packed(&'a mut PackedQueue),
+}
+
+impl Ring<'_> {
+    fn queue(&mut self) -> &mut dyn DeviceQueue {
+        match self {
+            Ring::Split(q) => q,
+            Ring::Packed(q) => &mut **q,
+        }
+    }
+}
+
+/// Whether a vring is started (a kick descriptor and ring addresses: the queue is ready)
+/// as well as enabled: QEMU enables the rings before it sets them up (see `relay`).
+fn live(v: &VringState<Gm>) -> bool {
+    v.is_enabled() && v.get_queue().ready()
+}
+
+/// The device side of `vring` (queue `index`) for the features `acked`: its split queue,
+/// or the packed ring over its settings (built, or built again when they changed).
+fn ring<'a>(
+    packed: &'a mut [Option<PackedRing>],
+    acked: u64,
+    mem: &Memory,
+    index: usize,
+    vring: &'a mut VringState<Gm>,
+) -> Result<Ring<'a>, Fatal> {
+    let in_order = acked & virtio_features::IN_ORDER != 0;
+    let slot = match packed.get_mut(index) {
+        Some(slot) if acked & virtio_features::RING_PACKED != 0 => slot,
+        _ => {
+            let q = SplitQueue::wrap(vring.get_queue_mut()).with_in_order(in_order);
+            return Ok(Ring::Split(q));
+        }
+    };
+    let q = vring.get_queue();
+    let addresses = RingAddresses {
+        desc: q.desc_table(),
+        driver: q.avail_ring(),
+        device: q.used_ring(),
+    };
+    let from = (addresses, q.size());
+    let base = q.next_avail();
+    let fresh = slot
+        .as_ref()
+        .is_some_and(|r| r.from == from && r.queue.position().next_avail == base);
+    if !fresh {
+        let cfg = RingConfig {
+            layout: Layout::Packed,
+            max_size: q.max_size(),
+            size: q.size(),
+            addresses,
+            event_idx: acked & virtio_features::RING_EVENT_IDX != 0,
+            in_order,
+        };
+        let mut queue = PackedQueue::new(&cfg, mem).map_err(Fatal::Vring)?;
+        queue.set_position(RingPosition {
+            next_avail: base,
+            next_used: base,
+        });
+        *slot = Some(PackedRing { from, queue });
+    }
+    match slot {
+        Some(r) => Ok(Ring::Packed(&mut r.queue)),
+        None => Err(Fatal::Vring(crate::queue::Error::Ring(
+            virtio_queue::Error::QueueNotReady,
+        ))),
+    }
+}
+
+/// After a poll: the packed ring's position into the vring, for GET_VRING_BASE.
+fn sync_base(packed: &[Option<PackedRing>], index: usize, vring: &mut VringState<Gm>) {
+    if let Some(Some(r)) = packed.get(index) {
+        let at = r.queue.position();
+        let q = vring.get_queue_mut();
+        q.set_next_avail(at.next_avail);
+        q.set_next_used(at.next_used);
+    }
 }
 
 /// The engine's interrupts, noted to be signalled after the vrings are unlocked (signalling
@@ -196,6 +300,7 @@ impl NetBackend {
                     engine: None,
                     calls: Arc::default(),
                     health: Arc::default(),
+                    packed: (0..layout().len()).map(|_| None).collect(),
                 }),
             }),
         })
@@ -234,32 +339,43 @@ impl NetBackend {
     fn poll(&self, vrings: &[Vring], starved: &mut [bool]) -> Result<Option<usize>, Fatal> {
         let mut st = self.state();
         let calls = st.calls.clone();
-        let Some(engine) = self.engine(&mut st) else {
+        let acked = st.acked;
+        if self.engine(&mut st).is_none() {
+            return Ok(None);
+        }
+        let State {
+            engine: Some(engine),
+            packed,
+            mem: Some(mem),
+            ..
+        } = &mut *st
+        else {
             return Ok(None);
         };
+        let mem = mem.clone();
         if engine.health().needs_reset() {
             return Ok(None);
         }
         let mut work = 0;
         for (pair, starved) in (0..layout().pairs()).zip(starved) {
             let (rx_index, tx_index) = (QueueLayout::rx(pair), QueueLayout::tx(pair));
-            let (Some(rx), Some(tx)) = (
-                vrings.get(usize::from(rx_index)),
-                vrings.get(usize::from(tx_index)),
-            ) else {
+            let (ri, ti) = (usize::from(rx_index), usize::from(tx_index));
+            let (Some(rx), Some(tx)) = (vrings.get(ri), vrings.get(ti)) else {
                 return Ok(None);
             };
             let mut rx = rx.get_mut();
             let mut tx = tx.get_mut();
-            // Started (a kick descriptor and ring addresses: the queue is ready) as well as
-            // enabled: QEMU enables the rings before it sets them up (see `relay`).
-            let live = |v: &VringState<Gm>| v.is_enabled() && v.get_queue().ready();
             if !(live(&rx) && live(&tx)) {
                 return Ok(None);
             }
-            work += engine.process_tx(tx_index, &mut SplitQueue::wrap(tx.get_queue_mut()))?;
-            let (rx_done, rx_starved) =
-                engine.process_rx(rx_index, &mut SplitQueue::wrap(rx.get_queue_mut()))?;
+            let mut q = ring(packed, acked, &mem, ti, &mut tx)?;
+            work += engine.process_tx(tx_index, q.queue())?;
+            drop(q);
+            sync_base(packed, ti, &mut tx);
+            let mut q = ring(packed, acked, &mem, ri, &mut rx)?;
+            let (rx_done, rx_starved) = engine.process_rx(rx_index, q.queue())?;
+            drop(q);
+            sync_base(packed, ri, &mut rx);
             work += rx_done;
             *starved = rx_starved;
         }
@@ -274,12 +390,45 @@ impl NetBackend {
         Ok(Some(work))
     }
 
+    /// Turns the driver's notifications of the live vrings among `which` on or off;
+    /// returns whether chains arrived meanwhile (turning them on).
+    fn notify(&self, vrings: &[Vring], which: &[u16], on: bool) -> Result<bool, Fatal> {
+        let mut st = self.state();
+        let acked = st.acked;
+        let State {
+            packed,
+            mem: Some(mem),
+            ..
+        } = &mut *st
+        else {
+            return Ok(false);
+        };
+        let mem = mem.clone();
+        let mut pending = false;
+        for &i in which {
+            let i = usize::from(i);
+            let Some(v) = vrings.get(i) else {
+                continue;
+            };
+            let mut v = v.get_mut();
+            if !live(&v) {
+                continue;
+            }
+            let mut q = ring(packed, acked, &mem, i, &mut v)?;
+            let q = q.queue();
+            if on {
+                pending |= q.enable_notification(&mem).map_err(Fatal::Vring)?;
+            } else {
+                q.disable_notification(&mem).map_err(Fatal::Vring)?;
+            }
+        }
+        Ok(pending)
+    }
+
     /// Polls until the queues stay idle, then turns notifications back on and returns.
     fn run(&self, vrings: &[Vring]) -> Result<(), Fatal> {
-        for v in vrings {
-            v.disable_notification()
-                .map_err(|e| Fatal::Vring(e.into()))?;
-        }
+        let all: Vec<u16> = (0..layout().len()).collect();
+        self.notify(vrings, &all, false)?;
         let mut starved = vec![false; usize::from(layout().pairs())];
         let mut idle = 0u32;
         loop {
@@ -297,26 +446,17 @@ impl NetBackend {
             }
             // Ask for kicks, then look once more: buffers may have come in meanwhile. Rx
             // kicks matter only when rx is out of buffers.
-            let mut pending = false;
+            let mut wanted = Vec::new();
             for (pair, &starved) in (0..layout().pairs()).zip(&starved) {
-                let tx = usize::from(QueueLayout::tx(pair));
-                pending |= vrings[tx]
-                    .enable_notification()
-                    .map_err(|e| Fatal::Vring(e.into()))?;
+                wanted.push(QueueLayout::tx(pair));
                 if starved {
-                    let rx = usize::from(QueueLayout::rx(pair));
-                    pending |= vrings[rx]
-                        .enable_notification()
-                        .map_err(|e| Fatal::Vring(e.into()))?;
+                    wanted.push(QueueLayout::rx(pair));
                 }
             }
-            if !pending {
+            if !self.notify(vrings, &wanted, true)? {
                 return Ok(());
             }
-            for v in vrings {
-                v.disable_notification()
-                    .map_err(|e| Fatal::Vring(e.into()))?;
-            }
+            self.notify(vrings, &all, false)?;
             idle = 0;
         }
     }
@@ -362,6 +502,8 @@ impl VhostUserBackend for NetBackend {
     fn acked_features(&self, features: u64) {
         let mut st = self.state();
         st.acked = features;
+        // The rings are set up again for the new features.
+        st.packed.iter_mut().for_each(|p| *p = None);
         if let Some(e) = st.engine.as_mut() {
             e.set_features(features);
         }
@@ -369,6 +511,15 @@ impl VhostUserBackend for NetBackend {
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
         VhostUserProtocolFeatures::REPLY_ACK
+    }
+
+    /// GET_VRING_BASE stops the ring: a packed one is built again from what the frontend
+    /// sets next.
+    fn stop_vring(&self, index: u32) -> std::io::Result<()> {
+        if let Some(p) = self.state().packed.get_mut(index as usize) {
+            *p = None;
+        }
+        Ok(())
     }
 
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {

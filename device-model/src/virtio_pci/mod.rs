@@ -471,9 +471,15 @@ impl<D: VirtioDevice> VirtioPciDevice<D> {
         qc: &QueueConfig,
         event_idx: bool,
     ) -> Result<Box<dyn DeviceQueue>, queue::Error> {
+        let f = self.driver_features;
+        // A legacy driver sees 32 feature bits: its rings are split whatever it wrote.
+        let layout = if f & features::RING_PACKED != 0 && !self.legacy {
+            Layout::Packed
+        } else {
+            Layout::Split
+        };
         let cfg = RingConfig {
-            // VIRTIO_F_RING_PACKED is not offered yet: every ring is split.
-            layout: Layout::Split,
+            layout,
             max_size: qc.max_size,
             size: qc.size,
             addresses: RingAddresses {
@@ -482,6 +488,7 @@ impl<D: VirtioDevice> VirtioPciDevice<D> {
                 device: qc.device,
             },
             event_idx,
+            in_order: f & features::IN_ORDER != 0 && !self.legacy,
         };
         queue::build(&cfg, &self.mem)
     }
@@ -570,8 +577,13 @@ impl<D: VirtioDevice> VirtioPciDevice<D> {
             (common::QUEUE_SELECT, 2) => self.queue_select = v as u16,
             (common::QUEUE_SIZE, 2) => {
                 let size = v as u16;
+                // A packed ring's size need not be a power of 2 (2.8.10.1: "does not have to
+                // be a power of 2 unless enforced by the transport"); the driver sets
+                // sizes after FEATURES_OK, so the layout is known.
+                let packed = self.status & status::FEATURES_OK != 0
+                    && self.driver_features & features::RING_PACKED != 0;
                 let ok = self.queues.get(qs).is_some_and(|q| {
-                    size.is_power_of_two()
+                    (size.is_power_of_two() || packed && size != 0)
                         && size <= q.max_size
                         && (!self.options.fixed_queue_size || size == q.max_size)
                 });

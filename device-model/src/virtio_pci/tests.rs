@@ -43,6 +43,7 @@ struct Seen {
 
 struct Fake {
     seen: Arc<Mutex<Seen>>,
+    offered: u64,
 }
 
 impl VirtioDevice for Fake {
@@ -53,7 +54,7 @@ impl VirtioDevice for Fake {
         MAX_SIZES.to_vec()
     }
     fn features(&self) -> u64 {
-        OFFERED
+        self.offered
     }
     fn features_consistent(&self, f: u64) -> bool {
         f & NEEDS_CTRL == 0 || f & CTRL != 0
@@ -87,9 +88,16 @@ struct Rig {
 }
 
 fn rig(options: Options) -> Rig {
+    rig_offering(options, OFFERED)
+}
+
+fn rig_offering(options: Options, offered: u64) -> Rig {
     let mem = Arc::new(Memory::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap());
     let seen = Arc::new(Mutex::new(Seen::default()));
-    let fake = Fake { seen: seen.clone() };
+    let fake = Fake {
+        seen: seen.clone(),
+        offered,
+    };
     let dev = VirtioPciDevice::new(fake, mem, Arc::new(NoMsi), options).unwrap();
     Rig { dev, seen }
 }
@@ -481,4 +489,118 @@ fn a_modern_only_device_has_no_legacy_interface() {
     assert_eq!(r.lr(0x00, 4), 0);
     r.lw(0x12, 0x7, 1);
     assert_eq!(r.status(), 0);
+}
+
+const PACKED: u64 = features::RING_PACKED | features::IN_ORDER;
+
+#[test]
+fn a_driver_that_negotiated_packed_rings_gets_them_in_any_size() {
+    let mut r = rig_offering(Options::default(), OFFERED | PACKED);
+    r.w(reg::DFSELECT, 1, 4);
+    assert_eq!(
+        r.r(reg::DF, 4),
+        (OFFERED | PACKED) >> 32,
+        "bits 34 and 35 offered"
+    );
+    let f = NET | features::VERSION_1 | features::RING_EVENT_IDX | PACKED;
+    // Before FEATURES_OK a size must still be a power of 2.
+    r.w(reg::SELECT, 0, 2);
+    r.w(reg::SIZE, 100, 2);
+    assert_eq!(r.dev.stats.refused_writes, 1);
+    assert_eq!(r.negotiate(f), 0xb);
+    r.queue(0, 100, 0x10000);
+    r.queue(2, 7, 0x20000);
+    assert_eq!(r.dev.stats.refused_writes, 1, "any size up to the maximum");
+    r.w(reg::SELECT, 1, 2);
+    r.w(reg::SIZE, 0, 2);
+    r.w(reg::SIZE, 257, 2);
+    assert_eq!(r.dev.stats.refused_writes, 3, "but 0 and above the maximum");
+    r.w(reg::STATUS, 0xf, 1);
+    assert_eq!(r.status(), 0xf);
+    let seen = r.seen.lock().unwrap();
+    let a = &seen.activations[0];
+    assert_eq!(a.features, f);
+    let q0 = a.queues[0].as_ref().unwrap();
+    assert_eq!(q0.queue.layout(), Layout::Packed);
+    assert_eq!((q0.queue.size(), q0.queue.max_size()), (100, 256));
+    assert_eq!(
+        q0.queue.addresses(),
+        RingAddresses {
+            desc: 0x10000,
+            driver: 0x11000,
+            device: 0x12000
+        }
+    );
+    assert_eq!(
+        q0.queue.position().next_avail,
+        1 << 15,
+        "wrap counters start at 1"
+    );
+    assert_eq!(a.queues[2].as_ref().unwrap().queue.size(), 7);
+}
+
+#[test]
+fn without_packed_rings_negotiated_the_rings_are_split() {
+    let mut r = rig_offering(Options::default(), OFFERED | PACKED);
+    assert_eq!(
+        r.negotiate(NET | features::VERSION_1 | features::IN_ORDER),
+        0xb
+    );
+    r.queue(0, 64, 0x10000);
+    r.w(reg::STATUS, 0xf, 1);
+    let seen = r.seen.lock().unwrap();
+    let q0 = seen.activations[0].queues[0].as_ref().unwrap();
+    assert_eq!(q0.queue.layout(), Layout::Split);
+}
+
+#[test]
+fn features_ok_is_refused_for_packed_rings_or_in_order_the_device_did_not_offer() {
+    for extra in [features::RING_PACKED, features::IN_ORDER, PACKED] {
+        let mut r = rig(Options::default());
+        assert_eq!(
+            r.negotiate(NET | features::VERSION_1 | extra),
+            3,
+            "{extra:#x}"
+        );
+        assert_eq!(r.dev.stats.refused_features, 1);
+        // Sizes stay powers of 2: nothing was negotiated.
+        r.w(reg::SELECT, 0, 2);
+        r.w(reg::SIZE, 100, 2);
+        assert_eq!(r.dev.stats.refused_writes, 1);
+    }
+}
+
+#[test]
+fn a_legacy_driver_never_sees_nor_gets_packed_rings() {
+    let mut r = rig_offering(
+        Options {
+            transitional: true,
+            ..Options::default()
+        },
+        OFFERED | PACKED,
+    );
+    assert_eq!(
+        r.lr(0x00, 4),
+        OFFERED & 0xffff_ffff,
+        "32 bits: no bit 34 or 35"
+    );
+    // A driver that wrote the modern window first, then went legacy: refused.
+    r.driver_features(NET | features::RING_PACKED);
+    r.lw(0x12, 0x7, 1);
+    assert_eq!(
+        r.lr(0x12, 1) as u8 & status::DEVICE_NEEDS_RESET,
+        status::DEVICE_NEEDS_RESET
+    );
+    assert_eq!(r.activations(), 0);
+    // A plain legacy driver: split rings.
+    r.lw(0x12, 0, 1);
+    r.lw(0x12, 3, 1);
+    r.lw(0x04, NET, 4);
+    r.lw(0x0e, 0, 2);
+    r.lw(0x08, 0x10, 4);
+    r.lw(0x12, 0x7, 1);
+    let seen = r.seen.lock().unwrap();
+    let q0 = seen.activations[0].queues[0].as_ref().unwrap();
+    assert_eq!(q0.queue.layout(), Layout::Split);
+    assert_eq!(seen.activations[0].features, NET);
 }

@@ -84,6 +84,9 @@ pub struct Prepared {
     pub end_marker: bool,
     /// Keeps a TAP we created alive until the run is over.
     pub tap: Option<Arc<Tap>>,
+    /// Ring features the device does not offer because the vhost backend lacks them, each
+    /// with the reason (`ring_packed: the vhost-kernel backend does not offer it`).
+    pub fallbacks: Vec<String>,
 }
 
 /// Builds the backend of `port` (a port of run `cfg`) on guest memory `mem`.
@@ -165,6 +168,7 @@ pub fn prepare(
                 builtin: None,
                 end_marker: false,
                 tap: Some(Arc::new(tap)),
+                fallbacks: Vec::new(),
             })
         }
         Backend::VhostKernel { tap: name } => {
@@ -173,6 +177,7 @@ pub fn prepare(
             let tap = Arc::new(Tap::open(name, NET_HDR_LEN, net.max_frame)?);
             let vhost = Vhost::new(KernelNet::open(mem.clone(), tap.clone())?)?;
             vhost.check_features(net.features)?;
+            let fallbacks = fallbacks(&vhost);
             let harness = TapHarness::new(name, frames, true, None, device, out)?
                 .with_marker_back(marker_back);
             Ok(Prepared {
@@ -181,6 +186,7 @@ pub fn prepare(
                 builtin: None,
                 end_marker: true,
                 tap: Some(tap),
+                fallbacks,
             })
         }
         Backend::VhostUser { socket, tap } => {
@@ -209,6 +215,7 @@ pub fn prepare(
             };
             let vhost = Vhost::new(UserNet::connect(&socket)?)?;
             vhost.check_features(net.features)?;
+            let fallbacks = fallbacks(&vhost);
             let harness = match tap {
                 Some(name) => {
                     tap_input("--tap")?;
@@ -227,6 +234,7 @@ pub fn prepare(
                 builtin,
                 end_marker: true,
                 tap: None,
+                fallbacks,
             })
         }
     }
@@ -239,7 +247,13 @@ fn plain(backend: NetBackend) -> Prepared {
         builtin: None,
         end_marker: false,
         tap: None,
+        fallbacks: Vec::new(),
     }
+}
+
+/// Why the device offers less than it could on this backend, one line per feature.
+fn fallbacks<P: device_model::vhost::Peer>(vhost: &Vhost<P>) -> Vec<String> {
+    vhost.fallbacks().iter().map(ToString::to_string).collect()
 }
 
 /// Counters of the run: the device's own, with the data side's from our vhost-user backend

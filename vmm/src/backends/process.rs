@@ -57,7 +57,7 @@ pub struct BackendArgs {
     #[arg(long, value_name = "NAME")]
     tap: Option<String>,
     /// Data features not to offer (mrg_rxbuf, any_layout, indirect_desc, event_idx,
-    /// version_1).
+    /// version_1, ring_packed, in_order).
     #[arg(long, value_name = "FEATURE,...", value_delimiter = ',')]
     withhold: Vec<String>,
     /// Largest queue the backend accepts.

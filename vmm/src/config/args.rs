@@ -65,6 +65,31 @@ pub struct GuestArgs {
     /// Ask for in-order use of buffers (VIRTIO_F_IN_ORDER; default: yes when offered).
     #[arg(long, value_name = "BOOL")]
     pub in_order: Option<bool>,
+    /// Receive queues per port, as testpmd's --rxq (needs MQ beyond 1).
+    #[arg(long, value_name = "N")]
+    pub rxq: Option<u16>,
+    /// Transmit queues per port, as testpmd's --txq.
+    #[arg(long, value_name = "N")]
+    pub txq: Option<u16>,
+    /// RSS: the 40-byte Toeplitz key in hex (VIRTIO_NET_F_RSS).
+    #[arg(long, value_name = "HEX")]
+    pub rss_key: Option<String>,
+    /// RSS: hash types (ipv4,tcp4,udp4,ipv6,tcp6,udp6,ipv6-ex,tcp6-ex,udp6-ex, or none).
+    #[arg(long, value_name = "TYPE,...")]
+    pub rss_types: Option<String>,
+    /// RSS: the indirection table, rx queue per entry (a power of two of them).
+    #[arg(long, value_name = "Q,...")]
+    pub reta: Option<String>,
+    /// RSS: where frames no hash type covers go.
+    #[arg(long, value_name = "Q")]
+    pub rss_unclassified: Option<u16>,
+    /// With several ports, where a frame received on one goes (testpmd's paired,
+    /// chained, loop).
+    #[arg(long, value_name = "TOPOLOGY")]
+    pub port_topology: Option<String>,
+    /// Print a line per received frame: port, queue, length, and the RSS hash.
+    #[arg(long, value_name = "BOOL")]
+    pub verbose: Option<bool>,
     /// Ask for VIRTIO_F_EVENT_IDX (notification suppression by index; flags without it).
     #[arg(long, value_name = "BOOL")]
     pub event_idx: Option<bool>,
@@ -261,6 +286,14 @@ impl GuestArgs {
         put!("mrg", self.mrg.map(b));
         put!("packed", self.packed.map(b));
         put!("in-order", self.in_order.map(b));
+        put!("rxq", self.rxq);
+        put!("txq", self.txq);
+        put!("rss-key", self.rss_key.as_ref());
+        put!("rss-types", self.rss_types.as_ref());
+        put!("reta", self.reta.as_ref());
+        put!("rss-unclassified", self.rss_unclassified);
+        put!("port-topology", self.port_topology.as_ref());
+        put!("verbose", self.verbose.map(b));
         put!("event-idx", self.event_idx.map(b));
         put!("indirect", self.indirect.map(b));
         put!("ctrl", self.ctrl.map(b));
@@ -296,10 +329,15 @@ impl GuestArgs {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct DeviceArgs {
     /// Features the device does not offer (names: mtu, mac, mrg_rxbuf, status, ctrl_vq,
-    /// ctrl_rx, ctrl_vlan, ctrl_mac_addr, any_layout, indirect_desc, event_idx, version_1).
+    /// ctrl_rx, ctrl_vlan, ctrl_mac_addr, any_layout, indirect_desc, event_idx, version_1,
+    /// and those the device model adds: ring_packed, in_order, ...).
     #[arg(long, value_name = "FEATURE,...", value_delimiter = ',')]
     #[serde(default)]
     pub withhold: Vec<String>,
+    /// Queue pairs the device offers (1-8, `max_virtqueue_pairs`; with more than one it
+    /// offers VIRTIO_NET_F_MQ).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=8))]
+    pub queues: Option<u16>,
     /// Maximum queue size the device offers.
     #[arg(long, value_name = "N", value_parser = ring_size)]
     #[serde(default, deserialize_with = "de_ring")]
@@ -446,12 +484,23 @@ fn de_link_flap<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<LinkFla
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
-    #[error("unknown feature '{0}' (known: mtu, mac, mrg_rxbuf, status, ctrl_vq, ctrl_rx, ctrl_vlan, ctrl_mac_addr, any_layout, indirect_desc, event_idx, version_1)")]
+    #[error("unknown feature '{0}' (known: {known})", known = feature_names())]
     UnknownFeature(String),
+    #[error("{0} queue pairs: the device offers 1 to 8")]
+    Queues(u16),
     #[error("max frame {0} is outside 64..={MAX_FRAME_LIMIT}")]
     MaxFrame(usize),
     #[error("fault {0}: {1}")]
     Fault(&'static str, String),
+}
+
+/// The names `--withhold` takes, as the device model spells them.
+fn feature_names() -> String {
+    features::NAMES
+        .iter()
+        .map(|(n, _)| *n)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl DeviceArgs {
@@ -463,6 +512,12 @@ impl DeviceArgs {
         }
         if let Some(q) = self.queue_size {
             net.queue_size = q;
+        }
+        if let Some(pairs) = self.queues {
+            if !(1..=8).contains(&pairs) {
+                return Err(Error::Queues(pairs));
+            }
+            net.max_queue_pairs = pairs;
         }
         let max_frame = self.max_frame.unwrap_or(DEFAULT_MAX_FRAME);
         if !(64..=MAX_FRAME_LIMIT).contains(&max_frame) {

@@ -135,3 +135,70 @@ impl RunConfig {
         self.guest.wants_interrupts() || self.ports.iter().any(|p| p.device.link_flap.is_some())
     }
 }
+
+/// A further port as the command line (`--port '{ backend = "rust", pcap-in = "b.pcap" }'`)
+/// and a case file (`[[port]]`) describe it: port 0 is the run's own flags; each of these
+/// adds the next virtio-net function.
+#[derive(Clone, Debug, Default, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PortSpec {
+    /// Who serves its queues (default: rust).
+    #[serde(default)]
+    pub backend: BackendKind,
+    /// The TAP for rust-tap, vhost-kernel, or a vhost-user backend's interface.
+    pub tap: Option<String>,
+    /// A vhost-user backend's socket.
+    pub socket: Option<PathBuf>,
+    /// Its input capture.
+    pub pcap_in: Option<PathBuf>,
+    /// Where what the guest sends on it goes.
+    pub pcap_out: Option<PathBuf>,
+    /// Loop what the guest sends on it back to it.
+    #[serde(default)]
+    pub loopback: bool,
+    /// The device (the same keys as `vlab run`'s device flags).
+    #[serde(default)]
+    pub device: DeviceArgs,
+}
+
+impl PortSpec {
+    /// Parses `--port`'s value: a TOML inline table, braces optional.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let body = t
+            .strip_prefix('{')
+            .and_then(|t| t.strip_suffix('}'))
+            .unwrap_or(t);
+        // An inline table's keys, one per line, parse as a document.
+        let doc = format!("port = {{ {body} }}");
+        #[derive(serde::Deserialize)]
+        struct Wrap {
+            port: PortSpec,
+        }
+        toml::from_str::<Wrap>(&doc)
+            .map(|w| w.port)
+            .map_err(|e| format!("--port {s}: {}", e.message()))
+    }
+
+    /// The port this describes.
+    pub fn port(&self) -> Result<PortConfig, backend::Error> {
+        let backend = match (self.backend, &self.tap) {
+            // The suites' name for the rust datapath through a TAP works here too.
+            (BackendKind::RustTap, None) => BackendKind::RustTap.standalone(),
+            (kind, tap) => Backend::from_args(kind, tap.clone(), self.socket.clone())?,
+        };
+        Ok(PortConfig {
+            device: self.device.clone(),
+            backend,
+            input: match (&self.pcap_in, self.loopback) {
+                (Some(p), _) => Input::Pcap(p.clone()),
+                (None, true) => Input::Loopback,
+                (None, false) => Input::None,
+            },
+            output: match &self.pcap_out {
+                Some(p) => Output::Pcap(p.clone()),
+                None => Output::Discard,
+            },
+        })
+    }
+}

@@ -228,8 +228,8 @@ pub fn verdict_name(
 pub struct Plan {
     /// Backends to run besides rust (which always runs: it is the reference).
     pub targets: Vec<BackendKind>,
-    /// Run only verdicts whose name contains this.
-    pub filter: Option<String>,
+    /// Run only verdicts whose name contains one of these (all when empty).
+    pub filters: Vec<String>,
     /// Times each job runs; its verdict passes only if every run passes.
     pub repeat: u32,
     /// The reference runs the jobs are judged against.
@@ -264,10 +264,8 @@ impl Plan {
                     );
                     for backend in backends {
                         let name = verdict_name(&case.name, transport, path, backend);
-                        if self
-                            .filter
-                            .as_ref()
-                            .is_none_or(|f| name.contains(f.as_str()))
+                        if self.filters.is_empty()
+                            || self.filters.iter().any(|f| name.contains(f.as_str()))
                         {
                             jobs.push(Job {
                                 case,

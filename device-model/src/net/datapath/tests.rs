@@ -11,7 +11,7 @@ use crate::endpoint::{loopback, SinkError};
 use crate::net::chain::{ChainError, MAX_TX_CHAIN};
 use crate::net::ctrl::{class, BadData, Refusal};
 use crate::net::NET_HDR_LEN;
-use crate::queue::testing::{ram, Driver, F_NEXT, F_WRITE, RAM};
+use crate::queue::testing::{ram, Driver, PackedDriver, F_NEXT, F_WRITE, RAM};
 use crate::queue::SplitQueue;
 use crate::virtio::features::VERSION_1;
 
@@ -640,4 +640,195 @@ fn a_driver_that_asked_for_no_interrupts_gets_none() {
     assert_eq!(r.engine.process_tx(TX, &mut q).unwrap(), 1);
     assert!(r.irqs.take().is_empty());
     assert_eq!(r.count(|s| &s.interrupts), 0);
+}
+
+/// Frames through packed rings: `rounds` frames of growing sizes over 100-byte receive
+/// buffers in a ring of 7 (many laps), each spread over as many buffers as it needs; and
+/// transmitted frames, from lists and indirect tables. In order, transmitted chains are
+/// returned in batches with one used descriptor.
+fn packed_forwarding(in_order: bool) {
+    let negotiated = VERSION_1 | features::MRG_RXBUF | crate::virtio::features::RING_PACKED;
+    let mut r = Rig::new(negotiated);
+    let mem = r.mem.clone();
+    let mut rx = PackedDriver::new(&mem, RX_RING, 7);
+    let mut q = if in_order {
+        rx.queue_in_order(false)
+    } else {
+        rx.queue(false)
+    };
+    for round in 0..40u64 {
+        let f = frame(OWN, 60 + 23 * round as usize % 500, None);
+        let need = (HDR + f.len()).div_ceil(100);
+        r.inject(std::slice::from_ref(&f));
+        let ids: Vec<u16> = (0..need as u64)
+            .map(|i| rx.chain(&[(RX_BUF + 0x1000 * i, 100, true)]))
+            .collect();
+        assert_eq!(r.engine.process_rx(RX, &mut q).unwrap(), (1, false));
+        let last = (HDR + f.len() - 100 * (need - 1)) as u32;
+        // In order or not, each receive buffer has its used descriptor.
+        let used: Vec<(u16, u32)> = rx
+            .used_descs(in_order)
+            .into_iter()
+            .map(|u| (u.id, u.len))
+            .collect();
+        let mut want: Vec<(u16, u32)> = ids.iter().map(|&id| (id, 100)).collect();
+        want[need - 1].1 = last;
+        assert_eq!(used, want, "round {round}");
+        let chunks = rx.written();
+        assert_eq!(chunks.len(), need, "round {round}");
+        let got: Vec<u8> = chunks.concat();
+        assert_eq!(u16::from_le_bytes([got[10], got[11]]) as usize, need);
+        assert_eq!(got[HDR..], f[..], "round {round}");
+        assert_eq!(r.irqs.take(), [RX]);
+    }
+    assert_eq!(r.count(|s| &s.rx_delivered), 40);
+    assert!(
+        q.next_avail().slot != 0 || !q.next_avail().wrap,
+        "laps were made"
+    );
+
+    // Transmit: a list of three, an indirect table, a list again.
+    let mut tx = PackedDriver::new(&mem, TX_RING, 4);
+    let mut tq = if in_order {
+        tx.queue_in_order(false)
+    } else {
+        tx.queue(false)
+    };
+    let f = frame(OTHER, 100, None);
+    r.mem.write_slice(&[0; HDR], GuestAddress(TX_BUF)).unwrap();
+    r.mem
+        .write_slice(&f[..40], GuestAddress(TX_BUF + 0x100))
+        .unwrap();
+    r.mem
+        .write_slice(&f[40..], GuestAddress(TX_BUF + 0x200))
+        .unwrap();
+    let bufs = [
+        (TX_BUF, HDR as u32, false),
+        (TX_BUF + 0x100, 40, false),
+        (TX_BUF + 0x200, 60, false),
+    ];
+    // The ring is full after the first two (four descriptors): the driver reads the used
+    // descriptors before it reuses their slots.
+    let mut batches = Vec::new();
+    let ids = vec![tx.chain(&bufs), tx.indirect(TX_BUF + 0x1000, &bufs)];
+    assert_eq!(r.engine.process_tx(TX, &mut tq).unwrap(), 2);
+    batches.extend(tx.used_descs(in_order).into_iter().map(|u| u.ids));
+    let third = tx.chain(&bufs);
+    assert_eq!(r.engine.process_tx(TX, &mut tq).unwrap(), 1);
+    batches.extend(tx.used_descs(in_order).into_iter().map(|u| u.ids));
+    if in_order {
+        assert_eq!(batches, [ids.clone(), vec![third]]);
+    } else {
+        assert_eq!(batches, [vec![ids[0]], vec![ids[1]], vec![third]]);
+    }
+    assert_eq!(*r.output.0.lock().unwrap(), [f.clone(), f.clone(), f]);
+    assert_eq!(tq.next_used(), tx.next_used());
+    assert_eq!(r.irqs.take(), [TX, TX]);
+}
+
+#[test]
+fn frames_go_through_packed_rings_and_spread_over_mergeable_buffers() {
+    packed_forwarding(false);
+}
+
+#[test]
+fn in_order_packed_rings_return_transmitted_chains_in_batches() {
+    packed_forwarding(true);
+}
+
+#[test]
+fn in_order_a_malformed_rx_chain_is_returned_after_the_ones_taken_before_it() {
+    let mut r = Rig::new(VERSION_1 | features::MRG_RXBUF);
+    let mem = r.mem.clone();
+    r.inject(&[frame(OWN, 250, None)]);
+    let mut rx = Driver::new(&mem, RX_RING, 16);
+    let good = rx_buffers(&mut rx, RX_BUF, 2, 100);
+    let bad = rx.chain(&[(RX_BUF + 0x3000, 100, false)]);
+    let mut q = rx.queue_in_order(false);
+    r.engine.process_rx(RX, &mut q).unwrap();
+    assert_eq!(
+        rx.used_batches(),
+        [
+            (good[0], 0, vec![good[0]]),
+            (good[1], 0, vec![good[1]]),
+            (bad, 0, vec![bad])
+        ]
+    );
+    assert_eq!(r.count(|s| &s.rx_malformed), 1);
+}
+
+#[test]
+fn hostile_packed_chains_are_typed_counted_and_returned_empty() {
+    use crate::queue::packed::DESC_F_NEXT;
+    let mut r = Rig::new(VERSION_1 | crate::virtio::features::RING_PACKED);
+    let mem = r.mem.clone();
+    let mut tx = PackedDriver::new(&mem, TX_RING, 16);
+    // A buffer outside RAM; a list whose second descriptor is not available (slot 2 was
+    // never written); then, from slot 2 on, a device-writable buffer, more bytes than any
+    // frame (in an indirect table), shorter than the header, an empty indirect table, and
+    // a good one.
+    tx.chain(&[(RAM + 0x1000, 64, false)]);
+    tx.raw_chain(&[(TX_BUF, 64, DESC_F_NEXT)], 9);
+    let mut q = tx.queue(false);
+    // What is wrong with each, seen from a second device side that only looks.
+    let mut look = tx.queue(false);
+    let mut c = Chain::default();
+    let mut buf = Vec::new();
+    let mut next = |look: &mut crate::queue::PackedQueue| {
+        assert!(look.pop(&r.mem, &mut c).unwrap());
+        chain::gather(&mut buf, &r.mem, &c, HDR)
+    };
+    let e = next(&mut look).unwrap_err();
+    assert!(matches!(e, ChainError::Buffer { addr, len: 64, .. } if addr == RAM + 0x1000));
+    assert!(matches!(next(&mut look), Err(ChainError::Cut)));
+    assert_eq!(r.engine.process_tx(TX, &mut q).unwrap(), 2);
+    assert_eq!(tx.used(), [(0, 0), (9, 0)]);
+
+    tx.chain(&[(TX_BUF, 12, false), (TX_BUF + 0x100, 64, true)]);
+    tx.indirect(
+        TX_BUF + 0x1000,
+        &[(TX_BUF, 40_000, false), (TX_BUF, 40_000, false)],
+    );
+    tx.chain(&[(TX_BUF, 8, false)]);
+    tx.indirect(TX_BUF + 0x2000, &[]);
+    tx.chain(&[(TX_BUF, (HDR + 60) as u32, false)]);
+    look.set_position(q.position());
+    assert!(matches!(next(&mut look), Err(ChainError::WritableInTx)));
+    assert!(matches!(
+        next(&mut look),
+        Err(ChainError::TxTooLong { max: MAX_TX_CHAIN })
+    ));
+    assert!(matches!(
+        next(&mut look),
+        Err(ChainError::ShorterThanHeader { len: 8, .. })
+    ));
+    assert!(matches!(next(&mut look), Err(ChainError::Cut)));
+    next(&mut look).unwrap();
+
+    assert_eq!(r.engine.process_tx(TX, &mut q).unwrap(), 5);
+    let used = tx.used();
+    assert_eq!(used.len(), 5);
+    assert!(used.iter().all(|&(_, len)| len == 0));
+    assert_eq!(r.count(|s| &s.tx_malformed), 6);
+    assert_eq!(r.count(|s| &s.tx_frames), 1);
+    assert!(
+        !r.health.needs_reset(),
+        "a bad chain is not a reason to reset"
+    );
+
+    // Receive: a readable buffer, one running past the end of RAM, an empty one: each
+    // returned empty and counted, the frame waits for the good one after them.
+    r.inject(&[frame(OWN, 60, None)]);
+    let mut rx = PackedDriver::new(&mem, RX_RING, 8);
+    rx.chain(&[(RX_BUF, 256, false)]);
+    rx.chain(&[(RAM - 16, 256, true)]);
+    rx.chain(&[(RX_BUF, 0, true)]);
+    let good = rx.chain(&[(RX_BUF + 0x1000, 256, true)]);
+    let mut q = rx.queue(false);
+    r.engine.process_rx(RX, &mut q).unwrap();
+    let used = rx.used();
+    assert_eq!(used.len(), 4);
+    assert_eq!(used[3], (good, (HDR + 60) as u32));
+    assert_eq!(r.count(|s| &s.rx_malformed), 3);
+    assert_eq!(r.count(|s| &s.rx_delivered), 1);
 }
