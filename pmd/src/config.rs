@@ -1,13 +1,16 @@
 //! The guest application's settings, read from the kernel command line (`key=value`
 //! words): what [`crate::testpmd`] and its hostile mode ([`crate::hostile`]) both run by.
 
+use alloc::format;
+use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 use core::str::FromStr;
 
 use crate::hal::Hal;
 use crate::mbuf::MbufPool;
-use crate::net::features;
+use crate::net::rss::{self, hash_type};
+use crate::net::{features, irq, MAX_QUEUE_PAIRS};
 use crate::sprintln;
 use crate::transport::Kind;
 
@@ -53,6 +56,66 @@ impl FromStr for Mode {
     }
 }
 
+/// Where a frame received on a port goes, as testpmd's `--port-topology`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Topology {
+    /// Ports in pairs: 0 <-> 1, 2 <-> 3; with an odd number the last forwards to itself.
+    Paired,
+    /// Each port to the next, the last to the first: 0 -> 1 -> ... -> 0.
+    Chained,
+    /// Each port to itself.
+    Loop,
+}
+
+impl Topology {
+    pub fn name(self) -> &'static str {
+        match self {
+            Topology::Paired => "paired",
+            Topology::Chained => "chained",
+            Topology::Loop => "loop",
+        }
+    }
+
+    /// The port a frame received on port `rx` of `ports` leaves by (DPDK's
+    /// `fwd_topology_tx_port_get`); one port forwards to itself whatever the topology.
+    pub fn tx_port(self, rx: u8, ports: u8) -> u8 {
+        match self {
+            Topology::Paired if rx % 2 == 1 => rx - 1,
+            Topology::Paired if rx + 1 < ports => rx + 1,
+            Topology::Chained => (rx + 1) % ports.max(1),
+            Topology::Paired | Topology::Loop => rx,
+        }
+    }
+}
+
+/// One forwarding stream: what testpmd's `fwd_stream` is, a receive queue of one port and
+/// the transmit queue its frames leave by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stream {
+    pub rx_port: u8,
+    pub rx_queue: u16,
+    pub tx_port: u8,
+    pub tx_queue: u16,
+}
+
+/// The streams of `ports` ports with `queues` queue pairs each, in the fixed order the one
+/// forwarding loop serves them: port 0's queues 0, 1, ..., then port 1's, and so on. Rx
+/// queue k of a port goes to tx queue k of the port the topology names.
+pub fn streams(ports: u8, queues: u16, topology: Topology) -> Vec<Stream> {
+    let mut v = Vec::with_capacity(usize::from(ports) * usize::from(queues));
+    for rx_port in 0..ports {
+        for q in 0..queues {
+            v.push(Stream {
+                rx_port,
+                rx_queue: q,
+                tx_port: topology.tx_port(rx_port, ports),
+                tx_queue: q,
+            });
+        }
+    }
+    v
+}
+
 /// Smallest frame txonly builds: Ethernet + IPv4 + UDP headers and the 8-byte sequence
 /// number.
 pub const MIN_TX_SIZE: u16 = 50;
@@ -76,6 +139,18 @@ pub struct Config {
     pub mbufs: u32,
     /// Which interface of the device to drive.
     pub transport: Kind,
+    /// Virtio-net functions to drive, the first ones on the bus (testpmd's ports).
+    pub ports: u8,
+    /// Where frames received on a port go (testpmd `--port-topology`).
+    pub topology: Topology,
+    /// Receive queues per port (testpmd `--rxq`).
+    pub rxq: u16,
+    /// Transmit queues per port (testpmd `--txq`); equal to `rxq`.
+    pub txq: u16,
+    /// Hashing and steering (with VIRTIO_NET_F_RSS, or the hash alone with
+    /// VIRTIO_NET_F_HASH_REPORT): what `rss-key`, `rss-types`, `reta` and
+    /// `rss-unclassified` asked for.
+    pub rss: rss::Request,
     /// Features to ask for (the port negotiates what the device also offers).
     pub features: u64,
     /// `packed=1` was given: asked for packed rings rather than taking them when offered,
@@ -114,7 +189,8 @@ pub struct Config {
     pub force_features: u64,
     /// Write this size to queue 0 first and report what the device reads back.
     pub probe_queue_size: Option<u16>,
-    /// Log PCI details (function, BARs).
+    /// Log PCI details (function, BARs) and one line per received frame (testpmd's
+    /// `set verbose 1`).
     pub verbose: bool,
     /// Stop after forwarding a frame of this ethertype: the end marker a harness without
     /// vlab's ports (QEMU's) sends after the input.
@@ -136,6 +212,11 @@ impl Default for Config {
             size: 64,
             mbufs: 0,
             transport: Kind::Modern,
+            ports: 1,
+            topology: Topology::Paired,
+            rxq: 1,
+            txq: 1,
+            rss: rss::Request::default(),
             features: features::ALL,
             packed_asked: false,
             promisc: true,
@@ -170,6 +251,8 @@ pub enum ConfigError<'a> {
         value: &'a str,
         why: &'static str,
     },
+    /// Words that are fine alone but not together.
+    Conflict(String),
 }
 
 impl fmt::Display for ConfigError<'_> {
@@ -179,6 +262,7 @@ impl fmt::Display for ConfigError<'_> {
             ConfigError::BadValue { key, value, why } => {
                 write!(f, "bad value '{value}' for '{key}': {why}")
             }
+            ConfigError::Conflict(why) => f.write_str(why),
         }
     }
 }
@@ -249,6 +333,52 @@ fn feature<'a>(
         c.features &= !bits;
     }
     Ok(())
+}
+
+fn queues<'a>(key: &'a str, value: &'a str) -> Result<u16, ConfigError<'a>> {
+    let n: u16 = number(key, value)?;
+    if n == 0 || n > MAX_QUEUE_PAIRS {
+        return Err(ConfigError::BadValue {
+            key,
+            value,
+            why: "a port has 1 to 15 queues each way",
+        });
+    }
+    Ok(n)
+}
+
+/// A receive queue number in an RSS word.
+fn rx_queue<'a>(key: &'a str, value: &'a str) -> Result<u16, ConfigError<'a>> {
+    let n: u16 = number(key, value)?;
+    if n >= MAX_QUEUE_PAIRS {
+        return Err(ConfigError::BadValue {
+            key,
+            value,
+            why: "a receive queue is 0 to 14",
+        });
+    }
+    Ok(n)
+}
+
+fn hash_types<'a>(key: &'a str, value: &'a str) -> Result<u32, ConfigError<'a>> {
+    match value {
+        "none" => return Ok(0),
+        "all" => return Ok(hash_type::ALL),
+        _ => {}
+    }
+    let mut types = 0;
+    for name in value.split(',') {
+        let (bit, _) = hash_type::NAMES
+            .iter()
+            .find(|(_, n)| *n == name)
+            .ok_or(ConfigError::BadValue {
+                key,
+                value: name,
+                why: "hash types are ipv4, tcp4, udp4, ipv6, tcp6, udp6, ipv6-ex, tcp6-ex, udp6-ex (a comma list), all or none",
+            })?;
+        types |= bit;
+    }
+    Ok(types)
 }
 
 fn ring<'a>(key: &'a str, value: &'a str) -> Result<u16, ConfigError<'a>> {
@@ -328,6 +458,59 @@ impl Config {
                     c.packed_asked = c.features & features::RING_PACKED != 0;
                 }
                 "in-order" => feature(&mut c, key, value, features::IN_ORDER)?,
+                "mq" => feature(&mut c, key, value, features::MQ)?,
+                "rss" => feature(&mut c, key, value, features::RSS)?,
+                "hash-report" => feature(&mut c, key, value, features::HASH_REPORT)?,
+                "ports" => {
+                    c.ports = number(key, value)?;
+                    if c.ports == 0 || c.ports > irq::MAX_PORTS {
+                        return Err(ConfigError::BadValue {
+                            key,
+                            value,
+                            why: "1 to 4 ports",
+                        });
+                    }
+                }
+                "port-topology" => {
+                    c.topology = match value {
+                        "paired" => Topology::Paired,
+                        "chained" => Topology::Chained,
+                        "loop" => Topology::Loop,
+                        _ => {
+                            return Err(ConfigError::BadValue {
+                                key,
+                                value,
+                                why: "topologies are paired, chained and loop",
+                            })
+                        }
+                    }
+                }
+                "rxq" => c.rxq = queues(key, value)?,
+                "txq" => c.txq = queues(key, value)?,
+                "rss-key" => {
+                    let bytes = hex(value).filter(|b| b.len() == rss::KEY_LEN);
+                    c.rss.key = Some(bytes.ok_or(ConfigError::BadValue {
+                        key,
+                        value,
+                        why: "an RSS key is 40 bytes: 80 hex digits",
+                    })?);
+                }
+                "rss-types" => c.rss.hash_types = Some(hash_types(key, value)?),
+                "reta" => {
+                    let table = value
+                        .split(',')
+                        .map(|q| rx_queue(key, q))
+                        .collect::<Result<Vec<u16>, _>>()?;
+                    if !table.len().is_power_of_two() || table.len() > rss::MAX_TABLE_LEN {
+                        return Err(ConfigError::BadValue {
+                            key,
+                            value,
+                            why: "an indirection table has a power of two of entries, 1 to 512",
+                        });
+                    }
+                    c.rss.table = Some(table);
+                }
+                "rss-unclassified" => c.rss.unclassified = Some(rx_queue(key, value)?),
                 "indirect" => feature(&mut c, key, value, features::RING_INDIRECT_DESC)?,
                 "ctrl" => feature(
                     &mut c,
@@ -418,7 +601,37 @@ impl Config {
                 _ => return Err(ConfigError::UnknownKey(key)),
             }
         }
+        c.check()?;
         Ok(c)
+    }
+
+    /// The checks that take several words.
+    fn check(&self) -> Result<(), ConfigError<'static>> {
+        if self.rxq != self.txq {
+            return Err(ConfigError::Conflict(format!(
+                "rxq={} and txq={} differ: rx queue k forwards to tx queue k of the peer port, so give both the same number",
+                self.rxq, self.txq
+            )));
+        }
+        let queues = self
+            .rss
+            .table
+            .iter()
+            .flatten()
+            .chain(&self.rss.unclassified);
+        if let Some(q) = queues.max().filter(|&&q| q >= self.rxq) {
+            return Err(ConfigError::Conflict(format!(
+                "the RSS settings name receive queue {q}, but rxq={} sets up queues 0 to {}",
+                self.rxq,
+                self.rxq - 1
+            )));
+        }
+        Ok(())
+    }
+
+    /// The streams the forwarding loop serves, in its order.
+    pub fn streams(&self) -> Vec<Stream> {
+        streams(self.ports, self.rxq, self.topology)
     }
 
     /// The line to log when the port cannot use what was asked of its rings: packed rings
@@ -428,8 +641,9 @@ impl Config {
             .then_some("packed rings need VERSION_1; the legacy transport uses split rings")
     }
 
-    /// Mbufs to allocate: what was asked, or both rings plus room for bursts in flight,
-    /// counting the segments a split frame takes.
+    /// Mbufs to allocate, one pool for every port (as testpmd's per-socket pool): what was
+    /// asked, or every rx and tx ring plus room for bursts in flight, counting the segments
+    /// a split frame takes.
     pub fn pool_size(&self) -> u32 {
         if self.mbufs != 0 {
             return self.mbufs;
@@ -439,7 +653,11 @@ impl Config {
         } else {
             1
         };
-        u32::from(self.rxd) + (u32::from(self.txd) + 4 * u32::from(self.burst)) * segs + 64
+        let rings = u32::from(self.ports) * u32::from(self.rxq);
+        let tx_rings = u32::from(self.ports) * u32::from(self.txq);
+        u32::from(self.rxd) * rings
+            + (u32::from(self.txd) * tx_rings + 4 * u32::from(self.burst)) * segs
+            + 64
     }
 
     /// The mbuf pool this configuration asks for; `None` (said on the console) when DMA
@@ -458,6 +676,8 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::string::ToString;
+    use alloc::vec;
 
     #[test]
     fn packed_rings_and_in_order_are_asked_for_by_default_and_can_be_turned_off() {
@@ -471,6 +691,133 @@ mod tests {
         assert_eq!(c.features & both, features::IN_ORDER);
         assert!(Config::parse("packed=2").is_err());
         assert!(Config::parse("in_order=1").is_err(), "kebab-case only");
+    }
+
+    #[test]
+    fn streams_follow_dpdks_topologies_port_by_port_queue_by_queue() {
+        // The port each port's frames leave by, for 1 to 4 ports.
+        let peers = |t: Topology| -> Vec<Vec<u8>> {
+            (1..=4u8)
+                .map(|n| (0..n).map(|p| t.tx_port(p, n)).collect())
+                .collect()
+        };
+        assert_eq!(
+            peers(Topology::Paired),
+            [vec![0], vec![1, 0], vec![1, 0, 2], vec![1, 0, 3, 2]],
+            "0 <-> 1, 2 <-> 3; an odd last port pairs with itself"
+        );
+        assert_eq!(
+            peers(Topology::Chained),
+            [vec![0], vec![1, 0], vec![1, 2, 0], vec![1, 2, 3, 0]]
+        );
+        assert_eq!(
+            peers(Topology::Loop),
+            [vec![0], vec![0, 1], vec![0, 1, 2], vec![0, 1, 2, 3]]
+        );
+        for t in [Topology::Paired, Topology::Chained, Topology::Loop] {
+            for ports in 1..=4u8 {
+                for queues in [1u16, 2, 4] {
+                    let s = streams(ports, queues, t);
+                    assert_eq!(s.len(), usize::from(ports) * usize::from(queues));
+                    for (i, st) in s.iter().enumerate() {
+                        // Port by port, queue by queue: the one loop's fixed order.
+                        let (p, q) = (i / usize::from(queues), i % usize::from(queues));
+                        assert_eq!(
+                            *st,
+                            Stream {
+                                rx_port: p as u8,
+                                rx_queue: q as u16,
+                                tx_port: t.tx_port(p as u8, ports),
+                                tx_queue: q as u16,
+                            },
+                            "{t:?} {ports} ports {queues} queues"
+                        );
+                    }
+                    // Every port transmits on every queue exactly once.
+                    for p in 0..ports {
+                        let mut tx: Vec<u16> = s
+                            .iter()
+                            .filter(|st| st.tx_port == p)
+                            .map(|st| st.tx_queue)
+                            .collect();
+                        tx.sort_unstable();
+                        assert_eq!(tx, (0..queues).collect::<Vec<_>>(), "{t:?} port {p}");
+                    }
+                }
+            }
+        }
+        let c = Config::parse("ports=2 rxq=2 txq=2 port-topology=chained").unwrap();
+        assert_eq!(c.streams(), streams(2, 2, Topology::Chained));
+        assert_eq!(Config::parse("").unwrap().streams().len(), 1);
+    }
+
+    #[test]
+    fn queue_port_and_rss_words_as_testpmd_spells_them() {
+        let c = Config::parse("ports=3 port-topology=loop rxq=4 txq=4").unwrap();
+        assert_eq!(
+            (c.ports, c.topology, c.rxq, c.txq),
+            (3, Topology::Loop, 4, 4)
+        );
+        let d = Config::default();
+        assert_eq!(
+            (d.ports, d.topology, d.rxq, d.txq),
+            (1, Topology::Paired, 1, 1)
+        );
+        assert!(d.rss.is_empty());
+        let bad = |s| Config::parse(s).unwrap_err().to_string();
+        assert_eq!(
+            bad("rxq=2"),
+            "rxq=2 and txq=1 differ: rx queue k forwards to tx queue k of the peer port, so give both the same number"
+        );
+        assert_eq!(
+            bad("rxq=16 txq=16"),
+            "bad value '16' for 'rxq': a port has 1 to 15 queues each way"
+        );
+        assert_eq!(bad("ports=5"), "bad value '5' for 'ports': 1 to 4 ports");
+        assert_eq!(bad("ports=0"), "bad value '0' for 'ports': 1 to 4 ports");
+        assert!(bad("port-topology=ring").contains("paired, chained and loop"));
+
+        let key =
+            "6d5a56da255b0ec24167253d43a38fb0d0ca2bcbae7b30b477cb2da38030f20c6a42b73bbeac01fa";
+        let c = Config::parse(&alloc::format!(
+            "rxq=2 txq=2 rss-key={key} rss-types=ipv4,tcp4,udp6-ex reta=0,1,1,0 rss-unclassified=1"
+        ))
+        .unwrap();
+        assert_eq!(c.rss.key.as_deref(), Some(&rss::DEFAULT_KEY[..]));
+        assert_eq!(
+            c.rss.hash_types,
+            Some(hash_type::IPV4 | hash_type::TCPV4 | hash_type::UDP_EX)
+        );
+        assert_eq!(c.rss.table, Some(alloc::vec![0, 1, 1, 0]));
+        assert_eq!(c.rss.unclassified, Some(1));
+        assert_eq!(
+            Config::parse("rss-types=none").unwrap().rss.hash_types,
+            Some(0)
+        );
+        assert_eq!(
+            Config::parse("rss-types=all").unwrap().rss.hash_types,
+            Some(hash_type::ALL)
+        );
+        assert!(bad("rss-key=00ff").contains("80 hex digits"));
+        assert!(bad("rss-types=ipv4,sctp4").starts_with("bad value 'sctp4' for 'rss-types'"));
+        assert!(bad("reta=0,0,0").contains("power of two"));
+        assert_eq!(
+            bad("reta=0,1"),
+            "the RSS settings name receive queue 1, but rxq=1 sets up queues 0 to 0"
+        );
+        assert!(bad("rxq=2 txq=2 rss-unclassified=2").contains("receive queue 2"));
+        // The features the port asks for, and how to turn them off.
+        let all = features::MQ | features::RSS | features::HASH_REPORT;
+        assert_eq!(Config::default().features & all, all);
+        let c = Config::parse("mq=0 rss=0 hash-report=0").unwrap();
+        assert_eq!(c.features & all, 0);
+    }
+
+    #[test]
+    fn the_pool_grows_with_ports_and_queues_and_one_port_keeps_its_size() {
+        assert_eq!(Config::default().pool_size(), 256 + 256 + 4 * 32 + 64);
+        let c = Config::parse("ports=2 rxq=2 txq=2").unwrap();
+        assert_eq!(c.pool_size(), 4 * 256 + 4 * 256 + 4 * 32 + 64);
     }
 
     #[test]

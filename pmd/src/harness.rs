@@ -1,9 +1,11 @@
 //! The port-I/O contract between a guest and the `vlab` harness.
 //!
 //! These are the only platform devices the guest application uses besides the virtio-net
-//! function: a 16550 UART for its log, an exit port (QEMU's `isa-debug-exit` location, so the
-//! same image can end a QEMU run too) and a small harness block through which `vlab` tells
-//! the guest that the input is drained. Under a VMM without the harness block the signature
+//! functions: a 16550 UART for its log, an exit port (QEMU's `isa-debug-exit` location, so
+//! the same image can end a QEMU run too) and small harness blocks through which `vlab`
+//! tells the guest that a port's input is drained. Each port has its own block, port n's at
+//! `HARNESS_PORT + n * HARNESS_LEN`, its STATUS and RX_DELIVERED about that port's input;
+//! events may be written to any block. Under a VMM without a port's block its signature
 //! reads as all ones and the application falls back to its command-line packet counts.
 //!
 //! `vmm` uses these constants too, so both sides agree by construction.
@@ -14,10 +16,15 @@ use crate::hal::{Hal, Width};
 pub const SERIAL_PORT: u16 = 0x3f8;
 /// Writing a 32-bit value here ends the run; `vlab` exits with that value.
 pub const EXIT_PORT: u16 = 0xf4;
-/// Base of the harness register block.
+/// Base of the harness register block of port 0.
 pub const HARNESS_PORT: u16 = 0x500;
-/// Size of the harness register block in bytes.
+/// Size of one port's harness register block in bytes.
 pub const HARNESS_LEN: u16 = 0x20;
+
+/// Base of port `port`'s harness register block.
+pub const fn harness_base(port: u8) -> u16 {
+    HARNESS_PORT + port as u16 * HARNESS_LEN
+}
 
 /// Register offsets inside the harness block (all 32-bit).
 pub mod reg {
@@ -75,17 +82,24 @@ pub mod exit {
     pub const CPU_EXCEPTION: u32 = 5;
 }
 
-/// The guest's view of the harness block.
+/// The guest's view of one port's harness block.
 pub struct Harness<'a, H: Hal> {
     hal: &'a H,
+    base: u16,
     present: bool,
 }
 
 impl<'a, H: Hal> Harness<'a, H> {
-    /// Looks for the harness block by its signature.
+    /// Looks for port 0's harness block by its signature.
     pub fn probe(hal: &'a H) -> Self {
-        let present = hal.pio_read(HARNESS_PORT + reg::SIGNATURE, Width::U32) == SIGNATURE;
-        Self { hal, present }
+        Self::probe_port(hal, 0)
+    }
+
+    /// Looks for port `port`'s harness block by its signature.
+    pub fn probe_port(hal: &'a H, port: u8) -> Self {
+        let base = harness_base(port);
+        let present = hal.pio_read(base + reg::SIGNATURE, Width::U32) == SIGNATURE;
+        Self { hal, base, present }
     }
 
     /// Whether the VMM provides the harness block.
@@ -96,23 +110,20 @@ impl<'a, H: Hal> Harness<'a, H> {
     /// `Some(true)` once the input is drained; `None` without a harness.
     pub fn input_drained(&self) -> Option<bool> {
         self.present.then(|| {
-            self.hal.pio_read(HARNESS_PORT + reg::STATUS, Width::U32) & status::INPUT_DRAINED != 0
+            self.hal.pio_read(self.base + reg::STATUS, Width::U32) & status::INPUT_DRAINED != 0
         })
     }
 
     /// Frames the backend delivered to the rx ring (low 32 bits); `None` without a harness.
     pub fn rx_delivered(&self) -> Option<u32> {
-        self.present.then(|| {
-            self.hal
-                .pio_read(HARNESS_PORT + reg::RX_DELIVERED, Width::U32)
-        })
+        self.present
+            .then(|| self.hal.pio_read(self.base + reg::RX_DELIVERED, Width::U32))
     }
 
     /// Reports an event to the VMM; a no-op without a harness.
     pub fn event(&self, code: u32) {
         if self.present {
-            self.hal
-                .pio_write(HARNESS_PORT + reg::EVENT, Width::U32, code);
+            self.hal.pio_write(self.base + reg::EVENT, Width::U32, code);
         }
     }
 }

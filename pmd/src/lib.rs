@@ -12,11 +12,13 @@
 //! - [`virtqueue`]: driver side of virtqueues, one type whatever the ring layout (split or
 //!   packed, in order or not);
 //! - [`mbuf`]: a fixed pool of packet buffers in DMA memory;
-//! - [`net`]: the virtio-net port: initialisation, `rx_burst`, `tx_burst`;
-//! - [`config`], [`frames`]: the application's command line and its generated frames;
+//! - [`net`]: the virtio-net port: initialisation, queue pairs and RSS, `rx_burst` and
+//!   `tx_burst` per queue;
+//! - [`config`], [`frames`]: the application's command line (with its ports, queues and
+//!   forwarding streams) and its generated frames;
 //! - [`hostile`]: the hostile mode, a driver that breaks the rules on purpose;
-//! - [`testpmd`]: a testpmd-like application on top (io, macswap, rxonly, txonly, and
-//!   dispatching to the hostile mode).
+//! - [`testpmd`]: a testpmd-like application on top (io, macswap, rxonly, txonly over one
+//!   to four ports and their queues, and dispatching to the hostile mode).
 //!
 //! Modules depend on the ones above them in this list only (and on [`hal`], [`console`],
 //! [`harness`]).

@@ -41,12 +41,18 @@ struct Meta {
     next: Cell<u32>,
     vlan_tci: Cell<u16>,
     ol_flags: Cell<u16>,
+    /// The device's hash of a received frame (DPDK's `hash.rss`).
+    rss_hash: Cell<u32>,
+    /// What the hash covers (the virtio header's `hash_report`).
+    hash_report: Cell<u16>,
 }
 
 /// `ol_flags` bits.
 pub mod flags {
     /// The VLAN tag was stripped into `vlan_tci` (DPDK's RTE_MBUF_F_RX_VLAN_STRIPPED).
     pub const RX_VLAN_STRIPPED: u16 = 1 << 0;
+    /// `rss_hash` and `hash_report` hold the device's hash (DPDK's RTE_MBUF_F_RX_RSS_HASH).
+    pub const RX_RSS_HASH: u16 = 1 << 2;
 }
 
 /// A fixed set of equally sized packet buffers.
@@ -87,6 +93,8 @@ impl MbufPool {
                 next: Cell::new(NO_SEG),
                 vlan_tci: Cell::new(0),
                 ol_flags: Cell::new(0),
+                rss_hash: Cell::new(0),
+                hash_report: Cell::new(0),
             })
             .collect();
         // Handed out lowest index first, so runs are reproducible.
@@ -110,6 +118,8 @@ impl MbufPool {
         m.next.set(NO_SEG);
         m.vlan_tci.set(0);
         m.ol_flags.set(0);
+        m.rss_hash.set(0);
+        m.hash_report.set(0);
         Some(Mbuf { pool: self, idx })
     }
 
@@ -357,6 +367,25 @@ impl<'p> Mbuf<'p> {
 
     pub fn set_ol_flags(&mut self, f: u16) {
         self.meta().ol_flags.set(f);
+    }
+
+    /// The device's hash of this received frame; meaningful when `ol_flags` has
+    /// [`flags::RX_RSS_HASH`].
+    pub fn rss_hash(&self) -> u32 {
+        self.meta().rss_hash.get()
+    }
+
+    /// What [`Mbuf::rss_hash`] was computed over (`VIRTIO_NET_HASH_REPORT_*`).
+    pub fn hash_report(&self) -> u16 {
+        self.meta().hash_report.get()
+    }
+
+    /// Records the device's hash and flags the mbuf.
+    pub fn set_rss_hash(&mut self, hash: u32, report: u16) {
+        let m = self.meta();
+        m.rss_hash.set(hash);
+        m.hash_report.set(report);
+        m.ol_flags.set(m.ol_flags.get() | flags::RX_RSS_HASH);
     }
 }
 

@@ -2,9 +2,11 @@
 //! allocator, port and MMIO writes (and full barriers) are recorded in order, and port
 //! reads answer from a small PCI bus of fake functions. No KVM, no device model: what the
 //! driver writes is read back byte by byte, and what a device would write is written by
-//! the test.
+//! the test, or by a [`FakeDevice`] attached to the bus (which runs whenever the driver
+//! waits).
 
 use alloc::alloc::{alloc, dealloc, Layout};
+use alloc::rc::Rc;
 use alloc::vec::Vec;
 use core::cell::{Cell, RefCell};
 use core::ptr::NonNull;
@@ -44,12 +46,33 @@ pub struct Function {
     pub header_type: u8,
 }
 
+/// A device model on the fake bus, written from the spec for a test.
+pub trait FakeDevice {
+    /// The dword at `offset` of function `bdf`'s configuration space, if it is this
+    /// device's function.
+    fn config_read(&mut self, bdf: Bdf, offset: u16) -> Option<u32>;
+    /// A read of `addr`, if it is in this device's registers.
+    fn mmio_read(&mut self, hal: &FakeHal, addr: u64, width: Width) -> Option<u64>;
+    /// A write of `addr`; `false` when it is not this device's.
+    fn mmio_write(&mut self, hal: &FakeHal, addr: u64, width: Width, value: u64) -> bool;
+    /// A port read (a harness register, say), if it is this device's.
+    fn pio_read(&mut self, port: u16, width: Width) -> Option<u32> {
+        let _ = (port, width);
+        None
+    }
+    /// The driver waits (`Hal::relax`): the device does its work.
+    fn poll(&mut self, hal: &FakeHal) {
+        let _ = hal;
+    }
+}
+
 pub struct FakeHal {
     mem: NonNull<u8>,
     layout: Layout,
     next: Cell<usize>,
     accesses: RefCell<Vec<Access>>,
     functions: Vec<Function>,
+    devices: RefCell<Vec<Rc<RefCell<dyn FakeDevice>>>>,
     /// The last value written to CONFIG_ADDRESS (0xcf8).
     config_address: Cell<u32>,
 }
@@ -69,6 +92,7 @@ impl FakeHal {
             next: Cell::new(0),
             accesses: RefCell::new(Vec::new()),
             functions: Vec::new(),
+            devices: RefCell::new(Vec::new()),
             config_address: Cell::new(0),
         }
     }
@@ -78,6 +102,28 @@ impl FakeHal {
         let mut hal = Self::new(len);
         hal.functions = functions.to_vec();
         hal
+    }
+
+    /// Puts `dev` on the bus, after the functions and devices already there.
+    pub fn attach(&self, dev: Rc<RefCell<dyn FakeDevice>>) {
+        self.devices.borrow_mut().push(dev);
+    }
+
+    /// What the driver wrote to the serial port so far (and forgets every access).
+    pub fn console(&self) -> alloc::string::String {
+        let bytes: Vec<u8> = self
+            .take_accesses()
+            .into_iter()
+            .filter_map(|a| match a {
+                Access::Pio {
+                    port: crate::harness::SERIAL_PORT,
+                    value,
+                    ..
+                } => Some(value as u8),
+                _ => None,
+            })
+            .collect();
+        alloc::string::String::from_utf8(bytes).expect("a UTF-8 log")
     }
 
     /// Everything recorded so far, and forgets it.
@@ -133,6 +179,11 @@ impl FakeHal {
             device: ((a >> 11) & 0x1f) as u8,
             function: ((a >> 8) & 7) as u8,
         };
+        for d in self.devices.borrow().iter() {
+            if let Some(v) = d.borrow_mut().config_read(bdf, (a & 0xfc) as u16) {
+                return v;
+            }
+        }
         let Some(f) = self.functions.iter().find(|f| f.bdf == bdf) else {
             return u32::MAX;
         };
@@ -172,7 +223,14 @@ unsafe impl Hal for FakeHal {
     fn pio_read(&self, port: u16, width: Width) -> u32 {
         match (port, width) {
             (0xcfc, Width::U32) => self.config_read(),
-            _ => u32::MAX,
+            _ => {
+                for d in self.devices.borrow().iter() {
+                    if let Some(v) = d.borrow_mut().pio_read(port, width) {
+                        return v;
+                    }
+                }
+                u32::MAX
+            }
         }
     }
 
@@ -185,7 +243,12 @@ unsafe impl Hal for FakeHal {
             .push(Access::Pio { port, width, value });
     }
 
-    fn mmio_read(&self, _paddr: u64, _width: Width) -> u64 {
+    fn mmio_read(&self, paddr: u64, width: Width) -> u64 {
+        for d in self.devices.borrow().iter() {
+            if let Some(v) = d.borrow_mut().mmio_read(self, paddr, width) {
+                return v;
+            }
+        }
         u64::MAX
     }
 
@@ -193,6 +256,17 @@ unsafe impl Hal for FakeHal {
         self.accesses
             .borrow_mut()
             .push(Access::Mmio { addr, width, value });
+        for d in self.devices.borrow().iter() {
+            if d.borrow_mut().mmio_write(self, addr, width, value) {
+                return;
+            }
+        }
+    }
+
+    fn relax(&self) {
+        for d in self.devices.borrow().iter() {
+            d.borrow_mut().poll(self);
+        }
     }
 
     fn mb(&self) {

@@ -73,8 +73,14 @@ impl<'a, H: Hal> Dev<'a, H> {
         let legacy = cfg.transport == Kind::Legacy;
         let offered = t.device_features();
         // Its rings are split rings written by hand, consumed entry by entry: never
-        // packed, never in order.
-        let mut f = offered & cfg.features & !(features::RING_PACKED | features::IN_ORDER);
+        // packed, never in order; one queue pair with the control queue at 2, and the
+        // plain header (no multiqueue, no RSS, no hash reports).
+        let hand_made = features::RING_PACKED
+            | features::IN_ORDER
+            | features::MQ
+            | features::RSS
+            | features::HASH_REPORT;
+        let mut f = offered & cfg.features & !hand_made;
         if legacy {
             f &= 0xffff_ffff;
         }

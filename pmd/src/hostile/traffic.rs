@@ -24,7 +24,7 @@ pub(super) struct Traffic {
 fn send_all<'a, H: Hal>(hal: &H, port: &mut Port<'a, H>, pkts: &mut Vec<Mbuf<'a>>) -> u64 {
     let mut sent = 0;
     while !pkts.is_empty() {
-        let n = port.tx_burst(pkts);
+        let n = port.tx_burst(0, pkts);
         if n == 0 {
             hal.relax();
         }
@@ -57,7 +57,7 @@ pub(super) fn traffic<H: Hal>(
         let mut drained = false;
         let mut idle = 0u32;
         loop {
-            let n = port.rx_burst(&mut pkts, burst);
+            let n = port.rx_burst(0, &mut pkts, burst);
             if n == 0 {
                 if drained {
                     break;

@@ -1,4 +1,5 @@
-//! The control queue (virtio 1.x, 5.1.6.5): receive modes, MAC tables and VLAN filters.
+//! The control queue (virtio 1.x, 5.1.6.5): receive modes, MAC tables, VLAN filters, and
+//! the multiqueue class (queue pairs, RSS and hash configuration).
 //!
 //! A command is a chain of the class and command bytes, the command's data (device
 //! readable) and one ack byte the device writes. This driver sends one command at a time and
@@ -13,6 +14,7 @@ pub mod class {
     pub const MAC: u8 = 1;
     pub const VLAN: u8 = 2;
     pub const ANNOUNCE: u8 = 3;
+    pub const MQ: u8 = 4;
 }
 pub mod cmd {
     pub const RX_PROMISC: u8 = 0;
@@ -22,7 +24,15 @@ pub mod cmd {
     pub const VLAN_ADD: u8 = 0;
     pub const VLAN_DEL: u8 = 1;
     pub const ANNOUNCE_ACK: u8 = 0;
+    pub const MQ_VQ_PAIRS_SET: u8 = 0;
+    pub const MQ_RSS_CONFIG: u8 = 1;
+    pub const MQ_HASH_CONFIG: u8 = 2;
 }
+
+/// Queue pairs VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET may enable (`VIRTIO_NET_CTRL_MQ_VQ_PAIRS_MIN`
+/// and `_MAX`).
+pub const MQ_VQ_PAIRS_MIN: u16 = 1;
+pub const MQ_VQ_PAIRS_MAX: u16 = 0x8000;
 
 const OK: u8 = 0;
 const ERR: u8 = 1;

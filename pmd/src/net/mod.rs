@@ -1,16 +1,22 @@
 //! A virtio-net port: device discovery, the virtio initialisation sequence (3.1.1), the burst
-//! API of a DPDK ethdev (`rx_burst`, `tx_burst`), the control queue, link state, and DPDK's
-//! software VLAN offloads.
+//! API of a DPDK ethdev (`rx_burst`, `tx_burst`, per queue), the control queue, multiqueue
+//! and receive-side scaling ([`rss`]), link state, and DPDK's software VLAN offloads.
 //!
 //! A port is the n-th virtio-net function on the bus; it holds its queue pairs as a list
-//! (one pair today: virtio-net's queues 2k and 2k + 1 are pair k, the control queue comes
-//! after the last pair) and takes its interrupts on vectors of its own ([`irq`]).
+//! (virtio-net's queues 2k and 2k + 1 are pair k; the control queue comes after the last
+//! pair the device has, `max_virtqueue_pairs`, whether the driver uses them all or not)
+//! and takes its interrupts on vectors of its own ([`irq`]).
 
 mod ctrl;
+#[cfg(test)]
+pub(crate) mod fake_dev;
 pub mod irq;
+#[cfg(test)]
+mod mq_tests;
 #[cfg(test)]
 mod path_tests;
 mod posted;
+pub mod rss;
 mod rx;
 #[cfg(test)]
 mod tests;
@@ -27,6 +33,7 @@ use crate::transport::{self, status, AnyTransport, Kind, Transport};
 use crate::virtqueue::{self, Layout, Options, Virtqueue};
 pub use ctrl::{class as ctrl_class, cmd as ctrl_cmd, CtrlError};
 pub use irq::config_vector;
+use rss::Steering;
 use rx::{RxParams, RxQueue};
 use tx::TxQueue;
 pub use vlan::TX_VLAN;
@@ -46,6 +53,8 @@ pub mod features {
     pub const CTRL_VQ: u64 = 1 << 17;
     pub const CTRL_RX: u64 = 1 << 18;
     pub const CTRL_VLAN: u64 = 1 << 19;
+    /// Several queue pairs, steered automatically or by RSS (5.1.6.5.5).
+    pub const MQ: u64 = 1 << 22;
     pub const CTRL_MAC_ADDR: u64 = 1 << 23;
     pub const ANY_LAYOUT: u64 = 1 << 27;
     pub const RING_INDIRECT_DESC: u64 = 1 << 28;
@@ -55,9 +64,14 @@ pub mod features {
     pub const RING_PACKED: u64 = 1 << 34;
     /// The device uses buffers in the order they were made available (2.7.9, 2.8.8).
     pub const IN_ORDER: u64 = 1 << 35;
+    /// The receive header carries the frame's hash and what it covers (5.1.6.4.3).
+    pub const HASH_REPORT: u64 = 1 << 57;
+    /// Receive-side scaling: the driver configures the hash and the indirection table
+    /// (5.1.6.5.7).
+    pub const RSS: u64 = 1 << 60;
 
-    /// Features that only make sense with the control queue.
-    pub const NEEDS_CTRL_VQ: u64 = CTRL_RX | CTRL_VLAN | CTRL_MAC_ADDR;
+    /// Features that only make sense with the control queue (5.1.3.1).
+    pub const NEEDS_CTRL_VQ: u64 = CTRL_RX | CTRL_VLAN | CTRL_MAC_ADDR | MQ | RSS | HASH_REPORT;
 
     /// Every feature this driver can use.
     pub const ALL: u64 = MTU
@@ -73,10 +87,13 @@ pub mod features {
         | RING_EVENT_IDX
         | VERSION_1
         | RING_PACKED
-        | IN_ORDER;
+        | IN_ORDER
+        | MQ
+        | HASH_REPORT
+        | RSS;
 
-    /// Names, for the log.
-    pub const NAMES: [(u64, &str); 14] = [
+    /// Names, for the log, in bit order.
+    pub const NAMES: [(u64, &str); 17] = [
         (MTU, "MTU"),
         (MAC, "MAC"),
         (MRG_RXBUF, "MRG_RXBUF"),
@@ -84,6 +101,7 @@ pub mod features {
         (CTRL_VQ, "CTRL_VQ"),
         (CTRL_RX, "CTRL_RX"),
         (CTRL_VLAN, "CTRL_VLAN"),
+        (MQ, "MQ"),
         (CTRL_MAC_ADDR, "CTRL_MAC_ADDR"),
         (ANY_LAYOUT, "ANY_LAYOUT"),
         (RING_INDIRECT_DESC, "INDIRECT_DESC"),
@@ -91,14 +109,25 @@ pub mod features {
         (VERSION_1, "VERSION_1"),
         (RING_PACKED, "RING_PACKED"),
         (IN_ORDER, "IN_ORDER"),
+        (HASH_REPORT, "HASH_REPORT"),
+        (RSS, "RSS"),
     ];
 }
 
-/// Offsets in `struct virtio_net_config`.
-mod config {
+/// Offsets in `struct virtio_net_config` (virtio 1.2, 5.1.4).
+pub mod config {
     pub const MAC: u16 = 0;
     pub const STATUS: u16 = 6;
+    /// le16, valid with VIRTIO_NET_F_MQ or VIRTIO_NET_F_RSS.
+    pub const MAX_VIRTQUEUE_PAIRS: u16 = 8;
     pub const MTU: u16 = 10;
+    /// u8, valid with VIRTIO_NET_F_RSS or VIRTIO_NET_F_HASH_REPORT (after le32 `speed` at
+    /// 12 and u8 `duplex` at 16).
+    pub const RSS_MAX_KEY_SIZE: u16 = 17;
+    /// le16, valid with VIRTIO_NET_F_RSS.
+    pub const RSS_MAX_INDIRECTION_TABLE_LENGTH: u16 = 18;
+    /// le32, valid with VIRTIO_NET_F_RSS or VIRTIO_NET_F_HASH_REPORT.
+    pub const SUPPORTED_HASH_TYPES: u16 = 20;
 }
 
 const NET_S_LINK_UP: u16 = 1;
@@ -107,12 +136,26 @@ const NET_S_LINK_UP: u16 = 1;
 pub const NET_HDR_LEN: usize = 12;
 /// The legacy header without `num_buffers`.
 pub const NET_HDR_LEN_LEGACY: usize = 10;
+/// The v1 header with hash (VIRTIO_NET_F_HASH_REPORT): `struct virtio_net_hdr_v1` and le32
+/// `hash_value`, le16 `hash_report`, le16 `padding_reserved`.
+pub const NET_HDR_LEN_HASH: usize = 20;
+
+/// Offsets of fields in the virtio-net header.
+pub mod hdr {
+    /// le16, with VERSION_1 or MRG_RXBUF.
+    pub const NUM_BUFFERS: usize = 10;
+    /// le32, with HASH_REPORT.
+    pub const HASH_VALUE: usize = 12;
+    /// le16, with HASH_REPORT.
+    pub const HASH_REPORT: usize = 16;
+}
 
 /// Entries of each tx indirect table: the most segments one frame may have that way.
 pub const MAX_TX_SEGS: u16 = 32;
 
-/// Queue pairs a port sets up (no VIRTIO_NET_F_MQ yet: one).
-pub const QUEUE_PAIRS: u16 = 1;
+/// Most queue pairs a port sets up: the rx and tx queues of 15 pairs are 30 queues, and
+/// each has an interrupt vector of its own ([`irq::MAX_QUEUE_VECTORS`]).
+pub const MAX_QUEUE_PAIRS: u16 = (irq::MAX_QUEUE_VECTORS - 1) / 2;
 
 /// The device's receive queue of pair `pair`.
 pub const fn rx_queue(pair: u16) -> u16 {
@@ -181,7 +224,25 @@ pub enum Error {
     #[error("device refused features {0:#x} (FEATURES_OK did not stick)")]
     FeaturesRefused(u64),
     #[error("device has {0} queues, a net port needs {1}")]
-    TooFewQueues(u16, u16),
+    TooFewQueues(u16, u32),
+    #[error("{asked} queue pairs asked for, but the device offers {max}{why}", why = if *.multiqueue { "" } else { " (neither VIRTIO_NET_F_MQ nor VIRTIO_NET_F_RSS is negotiated)" })]
+    TooManyQueuePairs {
+        asked: u16,
+        max: u16,
+        multiqueue: bool,
+    },
+    #[error("{0} queue pairs asked for: a port sets up 1 to {MAX_QUEUE_PAIRS}")]
+    QueuePairsOutOfPlan(u16),
+    #[error("the device's max_virtqueue_pairs is {0}, outside 1 to 32768")]
+    BadMaxQueuePairs(u16),
+    #[error("RSS settings asked for, but neither VIRTIO_NET_F_RSS nor VIRTIO_NET_F_HASH_REPORT is negotiated")]
+    RssNotNegotiated,
+    #[error("an indirection table or unclassified queue asked for, but VIRTIO_NET_F_RSS is not negotiated (only VIRTIO_NET_F_HASH_REPORT)")]
+    SteeringNeedsRss,
+    #[error("RSS: {0}")]
+    Rss(#[from] rss::Error),
+    #[error("control command {what}: {err}")]
+    Ctrl { what: &'static str, err: CtrlError },
     #[error("mbuf headroom {headroom} is smaller than the {needed}-byte virtio-net header")]
     HeadroomTooSmall { headroom: u16, needed: usize },
     #[error("ring size {0} is not a power of two between 1 and 32768")]
@@ -196,12 +257,33 @@ pub enum Error {
     DeviceNeedsReset(u8),
 }
 
+impl Error {
+    /// Whether the application asked for what cannot be had (a configuration error, as
+    /// opposed to a device that does not work).
+    pub fn is_config(&self) -> bool {
+        matches!(
+            self,
+            Error::HeadroomTooSmall { .. }
+                | Error::TooManyQueuePairs { .. }
+                | Error::QueuePairsOutOfPlan(_)
+                | Error::RssNotNegotiated
+                | Error::SteeringNeedsRss
+                | Error::Rss(_)
+        )
+    }
+}
+
 /// What the application asks of the port.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct PortConfig {
     pub transport: Kind,
     pub rx_ring: u16,
     pub tx_ring: u16,
+    /// Queue pairs to set up (1 to [`MAX_QUEUE_PAIRS`], at most what the device offers).
+    pub queue_pairs: u16,
+    /// Hashing and steering, sent when the device has VIRTIO_NET_F_RSS (or
+    /// VIRTIO_NET_F_HASH_REPORT alone, for the hash and key); the defaults when empty.
+    pub rss: rss::Request,
     /// Features the driver would like; the port negotiates the intersection with the
     /// device's offer (VERSION_1 is required on the modern interface).
     pub features: u64,
@@ -222,6 +304,8 @@ impl Default for PortConfig {
             transport: Kind::Modern,
             rx_ring: 256,
             tx_ring: 256,
+            queue_pairs: 1,
+            rss: rss::Request::default(),
             features: features::ALL,
             lsc: false,
             vlan_strip: false,
@@ -279,8 +363,12 @@ pub struct Port<'a, H: Hal> {
     hdr_len: usize,
     mac: [u8; 6],
     mtu: Option<u16>,
-    /// The queue pairs, pair k at index k; the burst functions use pair 0.
+    /// The queue pairs set up, pair k at index k.
     pairs: Vec<QueuePair<'a, H>>,
+    /// Queue pairs the device has (`max_virtqueue_pairs`; 1 without MQ or RSS).
+    max_pairs: u16,
+    /// What hashing and steering was configured.
+    steering: Option<Steering>,
     ctrl: Option<ctrl::CtrlQueue<'a, H>>,
     lsc: bool,
     irq_seen: u32,
@@ -300,6 +388,9 @@ impl<'a, H: Hal> Port<'a, H> {
             if size == 0 || size > virtqueue::MAX_SIZE || !size.is_power_of_two() {
                 return Err(Error::BadRingSize(size));
             }
+        }
+        if cfg.queue_pairs == 0 || cfg.queue_pairs > MAX_QUEUE_PAIRS {
+            return Err(Error::QueuePairsOutOfPlan(cfg.queue_pairs));
         }
         if id >= irq::MAX_PORTS {
             return Err(Error::TooManyPorts(id));
@@ -353,7 +444,15 @@ impl<'a, H: Hal> Port<'a, H> {
                 return Err(Error::FeaturesRefused(negotiated));
             }
         }
-        let hdr_len = if negotiated & (features::VERSION_1 | features::MRG_RXBUF) != 0 {
+        // What the device sees: forced bits above 31 never reach a legacy device.
+        let effective = if legacy {
+            negotiated & 0xffff_ffff
+        } else {
+            negotiated
+        };
+        let hdr_len = if effective & features::HASH_REPORT != 0 {
+            NET_HDR_LEN_HASH
+        } else if negotiated & (features::VERSION_1 | features::MRG_RXBUF) != 0 {
             NET_HDR_LEN
         } else {
             NET_HDR_LEN_LEGACY
@@ -365,9 +464,17 @@ impl<'a, H: Hal> Port<'a, H> {
                 needed: hdr_len,
             });
         }
+        let (max_pairs, steering) = match plan_queues(&transport, effective, cfg) {
+            Ok(plan) => plan,
+            Err(e) => {
+                transport.add_status(status::FAILED);
+                return Err(e);
+            }
+        };
+        let pairs_wanted = cfg.queue_pairs;
         let has_ctrl = negotiated & features::CTRL_VQ != 0;
-        let needed = 2 * QUEUE_PAIRS + u16::from(has_ctrl);
-        if transport.num_queues() < needed {
+        let needed = 2 * u32::from(max_pairs) + u32::from(has_ctrl);
+        if u32::from(transport.num_queues()) < needed {
             transport.add_status(status::FAILED);
             return Err(Error::TooFewQueues(transport.num_queues(), needed));
         }
@@ -392,8 +499,8 @@ impl<'a, H: Hal> Port<'a, H> {
             t.setup_queue(q, size, vq.addrs(), msix::NO_VECTOR)?;
             Ok::<_, Error>(vq)
         };
-        let mut pairs = Vec::with_capacity(usize::from(QUEUE_PAIRS));
-        for pair in 0..QUEUE_PAIRS {
+        let mut pairs = Vec::with_capacity(usize::from(pairs_wanted));
+        for pair in 0..pairs_wanted {
             let rx = make_queue(&mut transport, rx_queue(pair), cfg.rx_ring, opts)?;
             let tx = make_queue(&mut transport, tx_queue(pair), cfg.tx_ring, tx_opts)?;
             pairs.push(QueuePair {
@@ -402,8 +509,9 @@ impl<'a, H: Hal> Port<'a, H> {
             });
         }
         let ctrl = if has_ctrl {
-            // Any size the device offers will do for the control queue: ask for that.
-            let q = ctrl_queue(QUEUE_PAIRS);
+            // Any size the device offers will do for the control queue: ask for that. It
+            // comes after every pair the device has, used or not.
+            let q = ctrl_queue(max_pairs);
             let max = transport.queue_max_size(q);
             let vq = make_queue(&mut transport, q, max, opts)?;
             Some(ctrl::CtrlQueue::new(hal, vq)?)
@@ -446,6 +554,8 @@ impl<'a, H: Hal> Port<'a, H> {
             mac,
             mtu,
             pairs,
+            max_pairs,
+            steering: None,
             ctrl,
             lsc: cfg.lsc,
             irq_seen: hal.interrupt_count(irq::config_vector(id)),
@@ -463,7 +573,56 @@ impl<'a, H: Hal> Port<'a, H> {
         for pair in 0..port.pairs.len() {
             port.refill_rx(pair);
         }
+        // With every receive queue filled: enable the pairs, then configure the hash.
+        if let Err(e) = port.configure_queues(effective, steering) {
+            port.transport.add_status(status::FAILED);
+            return Err(e);
+        }
         Ok(port)
+    }
+
+    /// Sends what the multiqueue class needs, as DPDK's `virtio_dev_start` and Linux's
+    /// `virtnet_set_queues` do: VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET with the pairs set up when
+    /// VIRTIO_NET_F_MQ is negotiated (whatever their number), then the RSS configuration
+    /// (whose `max_tx_vq` says the same) or, with a hash report but no RSS, the hash
+    /// configuration.
+    fn configure_queues(
+        &mut self,
+        effective: u64,
+        steering: Option<Steering>,
+    ) -> Result<(), Error> {
+        if effective & features::MQ != 0 {
+            let n = self.queue_pairs();
+            self.ctrl_send(
+                None,
+                ctrl::class::MQ,
+                ctrl::cmd::MQ_VQ_PAIRS_SET,
+                &n.to_le_bytes(),
+            )
+            .map_err(|err| Error::Ctrl {
+                what: "VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET",
+                err,
+            })?;
+        }
+        let Some(steering) = steering else {
+            return Ok(());
+        };
+        let (cmd, what, data) = match &steering {
+            Steering::Rss(c) => (
+                ctrl::cmd::MQ_RSS_CONFIG,
+                "VIRTIO_NET_CTRL_MQ_RSS_CONFIG",
+                c.encode(),
+            ),
+            Steering::HashOnly(c) => (
+                ctrl::cmd::MQ_HASH_CONFIG,
+                "VIRTIO_NET_CTRL_MQ_HASH_CONFIG",
+                c.encode(),
+            ),
+        };
+        self.ctrl_send(None, ctrl::class::MQ, cmd, &data)
+            .map_err(|err| Error::Ctrl { what, err })?;
+        self.steering = Some(steering);
+        Ok(())
     }
 
     /// Which port this is: the index of its virtio-net function on the bus.
@@ -471,9 +630,21 @@ impl<'a, H: Hal> Port<'a, H> {
         self.id
     }
 
-    /// Queue pairs set up.
+    /// Queue pairs set up: the burst functions take queues 0 to this less one.
     pub fn queue_pairs(&self) -> u16 {
         self.pairs.len() as u16
+    }
+
+    /// Queue pairs the device has (`max_virtqueue_pairs`; 1 without VIRTIO_NET_F_MQ and
+    /// VIRTIO_NET_F_RSS).
+    pub fn max_queue_pairs(&self) -> u16 {
+        self.max_pairs
+    }
+
+    /// The hashing and steering configured (with VIRTIO_NET_F_RSS or
+    /// VIRTIO_NET_F_HASH_REPORT).
+    pub fn steering(&self) -> Option<&Steering> {
+        self.steering.as_ref()
     }
 
     pub fn mac(&self) -> [u8; 6] {
@@ -488,7 +659,7 @@ impl<'a, H: Hal> Port<'a, H> {
         self.transport.kind()
     }
 
-    /// Size of the virtio-net header on this port (10 or 12 bytes).
+    /// Size of the virtio-net header on this port (10, 12, or 20 with hash reports).
     pub fn hdr_len(&self) -> usize {
         self.hdr_len
     }
@@ -554,16 +725,23 @@ impl<'a, H: Hal> Port<'a, H> {
         }
     }
 
-    /// Receives up to `max` frames from pair 0 into `out` (appended); returns how many.
-    /// With mergeable buffers a frame arrives as a chain of mbufs.
-    pub fn rx_burst(&mut self, out: &mut Vec<Mbuf<'a>>, max: usize) -> usize {
+    /// Receives up to `max` frames from receive queue `queue` into `out` (appended);
+    /// returns how many. With mergeable buffers a frame arrives as a chain of mbufs; with
+    /// hash reports each carries the device's hash ([`crate::mbuf::flags::RX_RSS_HASH`]). A
+    /// queue that is not set up has nothing.
+    pub fn rx_burst(&mut self, queue: u16, out: &mut Vec<Mbuf<'a>>, max: usize) -> usize {
+        let q = usize::from(queue);
         let params = RxParams {
             hdr_len: self.hdr_len,
             mergeable: self.features & features::MRG_RXBUF != 0,
             vlan_strip: self.vlan_strip,
+            hash_report: self.hdr_len == NET_HDR_LEN_HASH,
         };
-        let n = self.pairs[0].rx.burst(out, max, params, &mut self.stats);
-        self.refill_rx(0);
+        let Some(pair) = self.pairs.get_mut(q) else {
+            return 0;
+        };
+        let n = pair.rx.burst(out, max, params, &mut self.stats);
+        self.refill_rx(q);
         n
     }
 
@@ -581,15 +759,19 @@ impl<'a, H: Hal> Port<'a, H> {
             .fold(0, |n, p| n.saturating_add(p.tx.vq.in_flight()))
     }
 
-    /// Queues as many frames from the front of `pkts` as the tx ring of pair 0 takes; they
-    /// leave `pkts`. Returns how many left (queued, or dropped and counted in `oerrors`).
+    /// Queues as many frames from the front of `pkts` as transmit queue `queue` takes;
+    /// they leave `pkts`. Returns how many left (queued, or dropped and counted in
+    /// `oerrors`); a queue that is not set up takes none.
     ///
     /// The header goes in the first segment's headroom (what DPDK calls "can push"); a
     /// frame of several segments becomes a descriptor chain, through an indirect table when
     /// VIRTIO_F_INDIRECT_DESC is on, so it takes one ring slot. Frames flagged for VLAN
     /// insertion get their tag here, in software.
-    pub fn tx_burst(&mut self, pkts: &mut Vec<Mbuf<'a>>) -> usize {
-        let tx = &mut self.pairs[0].tx;
+    pub fn tx_burst(&mut self, queue: u16, pkts: &mut Vec<Mbuf<'a>>) -> usize {
+        let Some(pair) = self.pairs.get_mut(usize::from(queue)) else {
+            return 0;
+        };
+        let tx = &mut pair.tx;
         tx.cleanup(&mut self.stats);
         let (count, kick) = tx.burst(pkts, self.hdr_len, &mut self.stats);
         if kick {
@@ -670,6 +852,65 @@ impl<'a, H: Hal> Port<'a, H> {
     /// Sends any command, unchecked: for probing what a device supports.
     pub fn ctrl_command(&mut self, class: u8, cmd: u8, data: &[u8]) -> Result<(), CtrlError> {
         self.ctrl_send(None, class, cmd, data)
+    }
+}
+
+/// How many queue pairs the device has and what to configure for hashing, from the
+/// features the device sees (`effective`) and what the application asked: checked before
+/// any queue is set up, so a request the device cannot take fails early.
+fn plan_queues<H: Hal>(
+    t: &AnyTransport<'_, H>,
+    effective: u64,
+    cfg: &PortConfig,
+) -> Result<(u16, Option<Steering>), Error> {
+    let multiqueue = effective & (features::MQ | features::RSS) != 0;
+    let max_pairs = if multiqueue {
+        let mut b = [0u8; 2];
+        t.read_config(config::MAX_VIRTQUEUE_PAIRS, &mut b);
+        let n = u16::from_le_bytes(b);
+        if !(ctrl::MQ_VQ_PAIRS_MIN..=ctrl::MQ_VQ_PAIRS_MAX).contains(&n) {
+            return Err(Error::BadMaxQueuePairs(n));
+        }
+        n
+    } else {
+        1
+    };
+    if cfg.queue_pairs > max_pairs {
+        return Err(Error::TooManyQueuePairs {
+            asked: cfg.queue_pairs,
+            max: max_pairs,
+            multiqueue,
+        });
+    }
+    let rss = effective & features::RSS != 0;
+    let hash_report = effective & features::HASH_REPORT != 0;
+    if !rss && !hash_report {
+        if !cfg.rss.is_empty() {
+            return Err(Error::RssNotNegotiated);
+        }
+        return Ok((max_pairs, None));
+    }
+    if !rss && cfg.rss.steers() {
+        return Err(Error::SteeringNeedsRss);
+    }
+    let caps = read_rss_caps(t);
+    let steering = if rss {
+        Steering::Rss(rss::RssConfig::resolve(&cfg.rss, &caps, cfg.queue_pairs)?)
+    } else {
+        Steering::HashOnly(rss::HashConfig::resolve(&cfg.rss, &caps)?)
+    };
+    Ok((max_pairs, Some(steering)))
+}
+
+/// The device's RSS limits (valid with VIRTIO_NET_F_RSS or VIRTIO_NET_F_HASH_REPORT).
+fn read_rss_caps<H: Hal>(t: &AnyTransport<'_, H>) -> rss::Caps {
+    // The three fields follow each other: read them in one generation-checked pass.
+    let mut b = [0u8; 7];
+    t.read_config(config::RSS_MAX_KEY_SIZE, &mut b);
+    rss::Caps {
+        max_key: b[0],
+        max_table: u16::from_le_bytes([b[1], b[2]]),
+        hash_types: u32::from_le_bytes([b[3], b[4], b[5], b[6]]),
     }
 }
 

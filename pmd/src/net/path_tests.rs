@@ -6,7 +6,7 @@ use alloc::vec::Vec;
 
 use super::rx::{RxParams, RxQueue};
 use super::tx::TxQueue;
-use super::{Stats, NET_HDR_LEN};
+use super::{Stats, NET_HDR_LEN, NET_HDR_LEN_HASH};
 use crate::mbuf::{Mbuf, MbufPool};
 use crate::testing::FakeHal;
 use crate::virtqueue::testdev::{Avail, TestDevice};
@@ -43,6 +43,7 @@ const MRG: RxParams = RxParams {
     hdr_len: NET_HDR_LEN,
     mergeable: true,
     vlan_strip: false,
+    hash_report: false,
 };
 
 /// Writes `frame` into the posted rx buffers `bufs` as a device with mergeable buffers
@@ -146,6 +147,47 @@ fn a_frame_whose_buffers_are_not_all_back_finishes_in_a_later_burst() {
         dev.give_back(&hal, &bufs[1], lens[1]);
         assert_eq!(rx.burst(&mut out, 32, MRG, &mut stats), 1, "{path:?}");
         assert_eq!(bytes_of(&out[0]), big);
+    }
+}
+
+#[test]
+fn a_merged_frame_takes_its_hash_from_the_first_buffers_20_byte_header_on_every_path() {
+    const HASHED: RxParams = RxParams {
+        hdr_len: NET_HDR_LEN_HASH,
+        hash_report: true,
+        ..MRG
+    };
+    for path in PATHS {
+        let hal = FakeHal::new(MEM);
+        let pool = MbufPool::new(&hal, 32, 64, 128).unwrap();
+        let mut rx = RxQueue::new(vq(&hal, 0, 8, path, 0), 8);
+        let mut dev = TestDevice::new(&rx.vq);
+        let mut stats = Stats::default();
+        rx.refill(&pool, NET_HDR_LEN_HASH, &mut stats);
+        // 200 bytes after a 20-byte header: 148 + 72 in buffers of 148.
+        let big = frame(200, 5);
+        let bufs: Vec<Avail> = (0..2).map(|_| dev.pop_avail(&hal).unwrap()).collect();
+        assert_eq!(bufs[0].elems[0].len, 148);
+        let mut first = alloc::vec![0u8; NET_HDR_LEN_HASH];
+        first[10..12].copy_from_slice(&2u16.to_le_bytes());
+        first[12..16].copy_from_slice(&0x8765_4321u32.to_le_bytes());
+        first[16..18].copy_from_slice(&super::rss::report::UDPV4.to_le_bytes());
+        first[18..20].copy_from_slice(&[0xee, 0xee]); // padding the driver ignores
+        first.extend_from_slice(&big[..128]);
+        hal.write(bufs[0].elems[0].addr, &first);
+        hal.write(bufs[1].elems[0].addr, &big[128..]);
+        dev.give_back(&hal, &bufs[0], 148);
+        dev.give_back(&hal, &bufs[1], 72);
+        let mut out = Vec::new();
+        assert_eq!(rx.burst(&mut out, 32, HASHED, &mut stats), 1, "{path:?}");
+        assert_eq!(bytes_of(&out[0]), big, "{path:?}");
+        assert_eq!(out[0].nb_segs(), 2);
+        assert_eq!(
+            (out[0].rss_hash(), out[0].hash_report()),
+            (0x8765_4321, super::rss::report::UDPV4)
+        );
+        assert_ne!(out[0].ol_flags() & crate::mbuf::flags::RX_RSS_HASH, 0);
+        assert_eq!(stats.ierrors, 0);
     }
 }
 

@@ -7,7 +7,7 @@
 use alloc::vec::Vec;
 
 use super::posted::Posted;
-use super::{vlan, Stats, NET_HDR_LEN};
+use super::{hdr, vlan, Stats, NET_HDR_LEN, NET_HDR_LEN_HASH};
 use crate::hal::Hal;
 use crate::mbuf::{Mbuf, MbufPool};
 use crate::virtqueue::{Buf, Virtqueue};
@@ -21,6 +21,9 @@ pub(super) struct RxParams {
     pub mergeable: bool,
     /// Strip VLAN tags into the mbuf.
     pub vlan_strip: bool,
+    /// The header carries the frame's hash (VIRTIO_NET_F_HASH_REPORT): read it into the
+    /// mbuf.
+    pub hash_report: bool,
 }
 
 pub(super) struct RxQueue<'a, H: Hal> {
@@ -100,20 +103,32 @@ impl<'a, H: Hal> RxQueue<'a, H> {
                     let Some((mut m, len)) = self.pop(stats) else {
                         break;
                     };
+                    let at = m.data_off() - p.hdr_len;
                     let num_buffers = if p.mergeable && len >= NET_HDR_LEN {
-                        // `num_buffers`, the header's last field.
-                        let at = m.data_off() - p.hdr_len + 10;
-                        let b = m.buffer();
-                        u16::from_le_bytes([b[at], b[at + 1]])
+                        le16(m.buffer(), at + hdr::NUM_BUFFERS)
                     } else {
                         1
                     };
+                    // The v1 header with hash: `hash_value` and `hash_report` after
+                    // `num_buffers`. A frame the device did not hash reports none.
+                    let hash = (p.hash_report && len >= NET_HDR_LEN_HASH).then(|| {
+                        let b = m.buffer();
+                        (
+                            le32(b, at + hdr::HASH_VALUE),
+                            le16(b, at + hdr::HASH_REPORT),
+                        )
+                    });
                     if !place(&mut m, p.hdr_len, p.hdr_len, len)
                         || num_buffers == 0
                         || num_buffers > self.vq.size()
                     {
                         stats.ierrors += 1;
                         continue;
+                    }
+                    if let Some((value, report)) = hash {
+                        if report != super::rss::report::NONE {
+                            m.set_rss_hash(value, report);
+                        }
                     }
                     (m, num_buffers - 1)
                 }
@@ -151,6 +166,14 @@ impl<'a, H: Hal> RxQueue<'a, H> {
         }
         n
     }
+}
+
+fn le16(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+fn le32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
 /// Sets `m` to the `len` bytes the device wrote at the buffer start it was posted with

@@ -81,8 +81,10 @@ fn a_port_beyond_the_vector_plan_is_refused_before_touching_the_bus() {
 fn queue_pairs_are_numbered_as_virtio_net_numbers_its_queues() {
     assert_eq!((rx_queue(0), tx_queue(0), ctrl_queue(1)), (0, 1, 2));
     assert_eq!((rx_queue(3), tx_queue(3), ctrl_queue(4)), (6, 7, 8));
-    // The queues of every pair and the control queue have vectors of their own.
-    assert!(ctrl_queue(QUEUE_PAIRS) < irq::MAX_QUEUE_VECTORS);
+    // The queues of every pair a port sets up have vectors of their own, and so has the
+    // control queue of a device with no more pairs than that.
+    assert!(ctrl_queue(MAX_QUEUE_PAIRS) < irq::MAX_QUEUE_VECTORS);
+    assert_eq!(MAX_QUEUE_PAIRS, 15);
 }
 
 #[test]
@@ -108,7 +110,7 @@ fn the_negotiated_features_pick_the_ring_path() {
 }
 
 #[test]
-fn the_features_line_names_packed_rings_and_in_order() {
+fn the_features_line_names_every_feature_asked_for_in_bit_order() {
     let names: alloc::vec::Vec<&str> = features::NAMES
         .iter()
         .filter(|(bit, _)| features::ALL & bit != 0)
@@ -119,9 +121,19 @@ fn the_features_line_names_packed_rings_and_in_order() {
         features::NAMES.len(),
         "every name is a feature asked for"
     );
-    assert_eq!(names[names.len() - 2..], ["RING_PACKED", "IN_ORDER"]);
+    assert_eq!(
+        names[names.len() - 4..],
+        ["RING_PACKED", "IN_ORDER", "HASH_REPORT", "RSS"]
+    );
     assert_eq!(
         (features::RING_PACKED, features::IN_ORDER),
         (1 << 34, 1 << 35)
     );
+    assert_eq!(
+        (features::MQ, features::HASH_REPORT, features::RSS),
+        (1 << 22, 1 << 57, 1 << 60)
+    );
+    // In bit order, so the features line reads as the spec lists them.
+    let bits: alloc::vec::Vec<u64> = features::NAMES.iter().map(|(b, _)| *b).collect();
+    assert!(bits.windows(2).all(|w| w[0] < w[1]));
 }

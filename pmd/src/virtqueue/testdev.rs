@@ -64,10 +64,16 @@ pub(crate) struct TestDevice {
 
 impl TestDevice {
     pub fn new(q: &Virtqueue<'_, FakeHal>) -> Self {
+        Self::at(q.addrs(), q.size(), q.layout())
+    }
+
+    /// The device side of a queue the driver set up at `addrs` (what a transport was
+    /// told).
+    pub fn at(addrs: QueueAddrs, size: u16, layout: Layout) -> Self {
         Self {
-            addrs: q.addrs(),
-            size: q.size(),
-            layout: q.layout(),
+            addrs,
+            size,
+            layout,
             next_avail: 0,
             avail_wrap: true,
             next_used: 0,

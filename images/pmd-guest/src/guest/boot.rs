@@ -124,15 +124,17 @@ exception_common:
 2:  jmp 2b
 
     /* ---------------- interrupts (ring 0) ----------------
-       The configuration-change MSI counts itself and is acknowledged; ring 3 polls the
-       counts. Spurious interrupts take no EOI. */
+       Each port's configuration-change MSI (vector 0x40 + 0x20 * port) counts itself and
+       is acknowledged; ring 3 polls the counts. One stub per port, each the same dozen
+       instructions with its own counter. Spurious interrupts take no EOI. */
+    .irp port, 0,1,2,3
     .balign 16
-    .globl irq_config
-irq_config:
+    .globl irq_config_\port
+irq_config_\port:
     pushq %rax
     pushq %rcx
     pushq %rdx
-    lock incl irq_counts + 4 * 0x40
+    lock incl irq_counts + 4 * (0x40 + 0x20 * \port)
     movl $0x80b, %ecx            /* x2APIC EOI */
     xorl %eax, %eax
     xorl %edx, %edx
@@ -141,6 +143,7 @@ irq_config:
     popq %rcx
     popq %rax
     iretq
+    .endr
     .balign 16
     .globl irq_spurious
 irq_spurious:
@@ -242,15 +245,25 @@ user_stack_top:
     options(att_syntax)
 );
 
-/// Vector of port 0's configuration-change interrupt (`pmd::net::config_vector`).
-const CONFIG_VECTOR: usize = pmd::net::config_vector(0) as usize;
-// `irq_config` above counts this vector by number.
-const _: () = assert!(CONFIG_VECTOR == 0x40);
+/// Ports with a configuration-change stub above (`irq_config_0` to `irq_config_3`).
+const PORTS: usize = 4;
+const _: () = assert!(PORTS == pmd::net::irq::MAX_PORTS as usize);
+// `irq_config_N` above counts vector 0x40 + 0x20 * N by number: `pmd::net::config_vector`.
+const _: () = {
+    let mut port = 0;
+    while port < PORTS {
+        assert!(pmd::net::config_vector(port as u8) as usize == 0x40 + 0x20 * port);
+        port += 1;
+    }
+};
 const SPURIOUS_VECTOR: usize = 0xff;
 
 extern "C" {
     static exception_stubs: u8;
-    static irq_config: u8;
+    static irq_config_0: u8;
+    static irq_config_1: u8;
+    static irq_config_2: u8;
+    static irq_config_3: u8;
     static irq_spurious: u8;
     static mut idt: [u64; 512];
     static irq_counts: [u32; 256];
@@ -299,6 +312,15 @@ pub fn fill_idt() {
     for v in 0..EXCEPTIONS {
         set_gate(v, base + v as u64 * STUB_SIZE);
     }
-    set_gate(CONFIG_VECTOR, core::ptr::addr_of!(irq_config) as u64);
+    let config_stubs = [
+        core::ptr::addr_of!(irq_config_0),
+        core::ptr::addr_of!(irq_config_1),
+        core::ptr::addr_of!(irq_config_2),
+        core::ptr::addr_of!(irq_config_3),
+    ];
+    for (port, stub) in config_stubs.into_iter().enumerate() {
+        let vector = pmd::net::config_vector(port as u8);
+        set_gate(usize::from(vector), stub as u64);
+    }
     set_gate(SPURIOUS_VECTOR, core::ptr::addr_of!(irq_spurious) as u64);
 }
