@@ -279,13 +279,15 @@ pub fn run(cfg: &RunConfig, t0: Instant) -> Result<RunReport, Error> {
     }
     // Inputs first, every port's: nothing is created until they are known to be good.
     let mut devices = Vec::new();
-    for port in &cfg.ports {
-        let (net, transport) = port.device.apply(NetConfig {
+    for (k, port) in cfg.ports.iter().enumerate() {
+        let (mut net, transport) = port.device.apply(NetConfig {
             datapath_cpu: cfg.datapath_cpu,
             // The guest application tells the harness when its ports are ready (FWD_START).
             hold_input: true,
             ..NetConfig::default()
         })?;
+        // Each port its own address, as QEMU numbers its NICs: 52:54:00:12:34:56, :57, ...
+        net.mac[5] = net.mac[5].wrapping_add(k as u8);
         let inputs = match &port.input {
             Input::Pcap(path) => {
                 let cap = pcap::read(path, net.max_frame)?;

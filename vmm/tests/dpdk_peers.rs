@@ -480,6 +480,20 @@ fn dpdk_vhost_user_backend_serves_the_kvm_guest() {
     peers.wait_success(guest, RUN_TIMEOUT);
     peers.quit_testpmd(testpmd);
     peers.same_frames(&case(), &out);
+    // DPDK's vhost offers packed rings, so the guest's driver ran them against DPDK's
+    // packed-ring backend: the features DPDK negotiated say so (VIRTIO_F_RING_PACKED, bit 34).
+    let log = peers.log(testpmd);
+    let negotiated = log
+        .lines()
+        .filter_map(|l| l.split("negotiated Virtio features: 0x").nth(1))
+        .filter_map(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .next_back()
+        .unwrap_or_else(|| peers.fail("testpmd never said which features it negotiated"));
+    if negotiated & (1 << 34) == 0 {
+        peers.fail(&format!(
+            "DPDK negotiated {negotiated:#x}: no packed rings (bit 34) with our driver"
+        ));
+    }
 }
 
 #[test]

@@ -20,6 +20,7 @@ pub mod tap_harness;
 use std::path::Path;
 use std::sync::Arc;
 
+use device_model::endpoint::marker::{Marked, UntilMarker};
 use device_model::endpoint::{
     self, GeneratorSource, NullSink, NullSource, PcapSink, PcapSource, Sink, Source, Timestamps,
 };
@@ -120,9 +121,32 @@ pub fn prepare(
         },
         ..DeviceSide::rings(net.queue_size, net.max_frame)
     };
+    // Whether the run ends on end markers: a port's backend is not ours.
+    let marked = cfg.ports.iter().any(|p| {
+        matches!(
+            p.backend,
+            Backend::VhostKernel { .. } | Backend::VhostUser { .. }
+        )
+    });
     // Which modes send the end marker back out (see pmd::testpmd's forwarding loop).
     let marker_back = matches!(cfg.mode, Mode::Io | Mode::MacSwap);
     match &port.backend {
+        // Another port's backend is not ours: the guest stops at end markers, so this
+        // port's input ends with one too and its output leaves it out.
+        Backend::Rust if marked && matches!(port.input, Input::Pcap(_) | Input::None) => {
+            let source: Box<dyn Source> = Box::new(Marked::new(PcapSource::new(frames)));
+            let sink: Box<dyn Sink> = match &port.output {
+                Output::Pcap(path) => Box::new(UntilMarker::new(
+                    PcapSink::new(pcap_out(path)?, stamps),
+                    false,
+                )),
+                Output::Discard => Box::new(UntilMarker::new(NullSink::default(), false)),
+            };
+            Ok(Prepared {
+                end_marker: true,
+                ..plain(NetBackend::Rust { source, sink })
+            })
+        }
         Backend::Rust => {
             let source: Box<dyn Source> = match &port.input {
                 Input::Pcap(_) => Box::new(PcapSource::new(frames)),
@@ -158,7 +182,8 @@ pub fn prepare(
             };
             let source = TapSource::new(&tap, NET_HDR_LEN, Some(flow.clone())).map_err(dup)?;
             let sink = TapSink::new(&tap, NET_HDR_LEN, Some(flow.clone())).map_err(dup)?;
-            let harness = TapHarness::new(name, frames, false, Some(flow), device, out)?;
+            let harness = TapHarness::new(name, frames, marked, Some(flow), device, out)?
+                .with_marker_back(marked && marker_back);
             Ok(Prepared {
                 backend: NetBackend::Rust {
                     source: Box::new(source),
@@ -166,7 +191,7 @@ pub fn prepare(
                 },
                 harness: Some(harness),
                 builtin: None,
-                end_marker: false,
+                end_marker: marked,
                 tap: Some(Arc::new(tap)),
                 fallbacks: Vec::new(),
             })

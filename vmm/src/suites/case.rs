@@ -48,6 +48,22 @@ pub struct CaseSpec {
     /// vhost-user): `vlab compare` and the suites report them instead of running them.
     #[serde(default)]
     pub out_of_scope: BTreeMap<BackendKind, String>,
+    /// Ports after the first (`[[port]]`): the guest gets a virtio-net function for each.
+    #[serde(default)]
+    pub port: Vec<CasePort>,
+}
+
+/// A further port of a case.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CasePort {
+    /// Its input beside case.toml: a capture, or a packet spec if it ends in `.toml`.
+    pub input: Option<String>,
+    /// Its backend, when the case pins one (default: the backend under test, as port 0).
+    pub backend: Option<BackendKind>,
+    /// Its device (the same keys as `[device]`).
+    #[serde(default)]
+    pub device: DeviceArgs,
 }
 
 fn de_mode<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Mode, D::Error> {
@@ -288,19 +304,35 @@ impl Case {
         if let Some(p) = path {
             p.apply(&mut guest);
         }
+        let mut ports = vec![PortConfig {
+            device: self.spec.device.clone(),
+            backend: target.standalone(),
+            input: match self.input_file(out_dir)? {
+                Some(p) => Input::Pcap(p),
+                None => Input::None,
+            },
+            output: Output::Pcap(out.clone()),
+        }];
+        let mut outs = vec![out];
+        for (k, extra) in self.spec.port.iter().enumerate() {
+            let k = k + 1;
+            let out = outs[0].with_extension(format!("port{k}.pcap"));
+            ports.push(PortConfig {
+                device: extra.device.clone(),
+                backend: extra.backend.unwrap_or(target).standalone(),
+                input: match &extra.input {
+                    Some(name) => Input::Pcap(self.port_input(name, k, out_dir)?),
+                    None => Input::None,
+                },
+                output: Output::Pcap(out.clone()),
+            });
+            outs.push(out);
+        }
         let cfg = RunConfig {
             machine,
             mode: self.mode,
             guest,
-            ports: vec![PortConfig {
-                device: self.spec.device.clone(),
-                backend: target.standalone(),
-                input: match self.input_file(out_dir)? {
-                    Some(p) => Input::Pcap(p),
-                    None => Input::None,
-                },
-                output: Output::Pcap(out.clone()),
-            }],
+            ports,
             timeout: Duration::from_secs(60),
             ..RunConfig::default()
         };
@@ -312,16 +344,36 @@ impl Case {
             machine: machine.name(),
             source,
         })?;
-        let bytes = std::fs::read(&out).map_err(|source| Error::Io {
-            path: out.clone(),
-            source,
-        })?;
-        let frames = pcap::parse(&out, &bytes, usize::MAX)?.frames;
+        let mut captures = Vec::new();
+        for out in &outs {
+            let bytes = std::fs::read(out).map_err(|source| Error::Io {
+                path: out.clone(),
+                source,
+            })?;
+            let frames = pcap::parse(out, &bytes, usize::MAX)?.frames;
+            captures.push((bytes, frames));
+        }
+        let (pcap, frames) = captures.remove(0);
         Ok(CaseRun {
             report,
-            pcap: bytes,
+            pcap,
             frames,
+            ports: captures.into_iter().map(|(_, f)| f).collect(),
         })
+    }
+
+    /// Port `k`'s input `name` beside case.toml as a capture (a packet spec is built into
+    /// `out_dir`).
+    fn port_input(&self, name: &str, k: usize, out_dir: &Path) -> Result<PathBuf, Error> {
+        let path = self.dir.join(name);
+        if !name.ends_with(".toml") {
+            return Ok(path);
+        }
+        let built = out_dir.join(format!("{}-port{k}-in.pcap", self.name.replace('/', "_")));
+        if !built.is_file() {
+            crate::suites::pcap_spec::write(&crate::suites::pcap_spec::parse(&path)?, &built)?;
+        }
+        Ok(built)
     }
 }
 
@@ -329,9 +381,11 @@ impl Case {
 #[derive(Debug)]
 pub struct CaseRun {
     pub report: RunReport,
-    /// The output capture, as written.
+    /// Port 0's output capture, as written.
     pub pcap: Vec<u8>,
     pub frames: Vec<Frame>,
+    /// The output of every further port, in port order.
+    pub ports: Vec<Vec<Frame>>,
 }
 
 impl CaseRun {
@@ -381,6 +435,19 @@ impl CaseRun {
         s.push_str(&crate::suites::decode::frames(
             self.frames.iter().map(|f| f.data.as_slice()),
         ));
+        for (k, frames) in self.ports.iter().enumerate() {
+            let p = &self.report.ports[k + 1];
+            s.push_str(&format!(
+                "--- port {}: {} input frames, {} delivered, {} output frames\n",
+                k + 1,
+                p.input_frames,
+                p.counters.rx_delivered,
+                p.output_frames
+            ));
+            s.push_str(&crate::suites::decode::frames(
+                frames.iter().map(|f| f.data.as_slice()),
+            ));
+        }
         s
     }
 }

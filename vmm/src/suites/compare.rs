@@ -149,12 +149,19 @@ pub fn judge(reference: &CaseRun, other: &CaseRun) -> Outcome {
             other: o,
         };
     }
-    match first_difference(&reference.frames, &other.frames) {
-        Some(d) => Outcome::Differs(d),
-        None => Outcome::Same {
-            exit_code: o,
-            frames: other.frames.len(),
-        },
+    if let Some(d) = first_difference(&reference.frames, &other.frames) {
+        return Outcome::Differs(d);
+    }
+    // Every further port's output too, named by its port.
+    for (k, (r, o)) in reference.ports.iter().zip(&other.ports).enumerate() {
+        if let Some(mut d) = first_difference(r, o) {
+            d.field = format!("port {}: {}", k + 1, d.field);
+            return Outcome::Differs(d);
+        }
+    }
+    Outcome::Same {
+        exit_code: o,
+        frames: other.frames.len() + other.ports.iter().map(Vec::len).sum::<usize>(),
     }
 }
 

@@ -36,7 +36,11 @@ pub fn reference(case: &Case, transport: Transport, dir: &Path) -> Result<CaseRu
         ));
     }
     if want == 0 {
-        check_mode(case, &input, &local).map_err(|e| format!("in-process: {e}"))?;
+        // A port's promise holds for one port; with several, the topology decides where
+        // frames go and the snapshot says what came out of each.
+        if case.spec.port.is_empty() {
+            check_mode(case, &input, &local).map_err(|e| format!("in-process: {e}"))?;
+        }
     }
     case.spec
         .expect
