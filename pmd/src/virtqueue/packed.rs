@@ -370,12 +370,10 @@ impl<'a, H: Hal> PackedQueue<'a, H> {
             self.next_used.advance(1, self.size());
             return Some(Err(bad(d)));
         }
+        let len = self.written(d);
         self.next_used.advance(count, self.size());
         self.release(d.id, count);
-        Some(Ok(Used {
-            id: d.id,
-            len: written(d),
-        }))
+        Some(Ok(Used { id: d.id, len }))
     }
 
     /// Takes every chain the next used descriptor returned (the rest of the current batch
@@ -410,7 +408,7 @@ impl<'a, H: Hal> PackedQueue<'a, H> {
                 self.next_used.advance(slots, self.size());
                 self.batch = Batch {
                     left: chains,
-                    last_len: written(d),
+                    last_len: self.written(d),
                 };
                 Some(Ok(()))
             }
@@ -447,6 +445,26 @@ impl<'a, H: Hal> PackedQueue<'a, H> {
         p
     }
 
+    /// The bytes used descriptor `d` says the device wrote into the chain it names (a
+    /// chain in flight): its length when the device set WRITE in it or when the chain has
+    /// device-writable buffers, and 0 (reserved) for a descriptor without WRITE returning
+    /// a chain the device could only read.
+    ///
+    /// 2.8.3 has a device mark with WRITE a used descriptor whose buffer it wrote, and
+    /// 2.8.4 calls the length reserved without it; but QEMU's device (`hw/virtio/virtio.c`,
+    /// `virtqueue_packed_fill_desc`) writes used descriptors with the AVAIL/USED bits
+    /// only, never WRITE, and the drivers it was written with take the length as it is
+    /// (Linux's `virtqueue_get_buf_ctx_packed`, DPDK's `virtqueue_dequeue_burst_rx_packed`).
+    /// Going by WRITE alone took every frame QEMU received for an empty one and dropped it.
+    fn written(&self, d: Desc) -> u32 {
+        let writable = self.writable.get(usize::from(d.id)).copied().unwrap_or(0);
+        if d.flags & DESC_F_WRITE != 0 || writable > 0 {
+            d.len
+        } else {
+            0
+        }
+    }
+
     /// In order: frees the oldest chain of the current batch and returns it.
     fn hand_out_oldest(&mut self) -> Used {
         let id = self.oldest().slot;
@@ -456,16 +474,6 @@ impl<'a, H: Hal> PackedQueue<'a, H> {
             id,
             len: self.batch.next_len(self.writable[usize::from(id)]),
         }
-    }
-}
-
-/// The bytes a used descriptor says the device wrote: its length is meaningful only with
-/// WRITE set, and reserved (taken as 0) without (2.8.3, 2.8.4).
-fn written(d: Desc) -> u32 {
-    if d.flags & DESC_F_WRITE != 0 {
-        d.len
-    } else {
-        0
     }
 }
 

@@ -60,6 +60,10 @@ pub(crate) struct TestDevice {
     avail_wrap: bool,
     next_used: u16,
     used_wrap: bool,
+    /// Packed: set WRITE in a used descriptor whose buffer the device wrote (2.8.3), as
+    /// ours and DPDK's vhost do; off, used descriptors carry the AVAIL/USED bits only, as
+    /// QEMU's `virtqueue_packed_fill_desc` writes them.
+    write_flag: bool,
 }
 
 impl TestDevice {
@@ -78,7 +82,15 @@ impl TestDevice {
             avail_wrap: true,
             next_used: 0,
             used_wrap: true,
+            write_flag: true,
         }
+    }
+
+    /// Packed: writes used descriptors as QEMU's device does, never with WRITE, whatever
+    /// it wrote into the buffer.
+    pub fn without_write_flag(mut self) -> Self {
+        self.write_flag = false;
+        self
     }
 
     /// Packed: where the device will write its next used descriptor, and the wrap
@@ -238,7 +250,7 @@ impl TestDevice {
             Layout::Packed => {
                 let at = self.slot(self.next_used);
                 let mut flags = if self.used_wrap { AVAIL | USED } else { 0 };
-                if len > 0 {
+                if len > 0 && self.write_flag {
                     flags |= WRITE;
                 }
                 hal.write(at + 8, &len.to_le_bytes());

@@ -238,16 +238,46 @@ fn used_descriptors_come_back_in_any_order_and_the_driver_skips_by_chain_length(
 }
 
 #[test]
-fn a_used_length_counts_only_with_the_write_flag() {
+fn a_used_length_counts_without_the_write_flag_as_qemu_writes_it() {
+    // QEMU's device writes used descriptors with AVAIL/USED only, never WRITE (2.8.3 has
+    // it set WRITE when it wrote the buffer, 2.8.4 calls the length reserved without it):
+    // the length of a chain the device may write is what it wrote all the same.
     let hal = FakeHal::new(MEM);
     let mut q = queue(&hal, 4, false);
-    let d = q.addrs().desc;
-    let id = q.add(&[inb(0x1000, 100)]).unwrap();
+    let mut dev = TestDevice::new(&q).without_write_flag();
+    let rx = q.add(&[inb(0x1000, 100)]).unwrap();
+    let tx = q.add(&[out(0x2000, 60)]).unwrap();
     q.kick_prepare();
-    // Used in lap 1 with a length but no WRITE: the length is reserved (2.8.4).
-    hal.write(d + 8, &60u32.to_le_bytes());
+    let got: Vec<Avail> = core::iter::from_fn(|| dev.pop_avail(&hal)).collect();
+    dev.give_back(&hal, &got[0], 60);
+    assert_eq!(desc_at(&hal, q.addrs().desc).3, DESC_F_AVAIL | DESC_F_USED);
+    assert_eq!(q.pop_used(), Some(Ok(Used { id: rx, len: 60 })));
+    // Without WRITE the length of a chain the device could only read stays reserved.
+    let d = q.addrs().desc + 16;
+    hal.write(d + 8, &77u32.to_le_bytes());
+    hal.write_u16(d + 12, tx);
     hal.write_u16(d + 14, DESC_F_AVAIL | DESC_F_USED);
-    assert_eq!(q.pop_used(), Some(Ok(Used { id, len: 0 })));
+    assert_eq!(q.pop_used(), Some(Ok(Used { id: tx, len: 0 })));
+    assert_eq!(q.pop_used(), None);
+
+    // In order, a batch's last chain takes the length as well; the ones skipped count as
+    // written in full.
+    let mut q = Virtqueue::new(&hal, 1, 4, opts(false, 0, true)).unwrap();
+    let mut dev = TestDevice::new(&q).without_write_flag();
+    let first = q.add(&[inb(0x1000, 100)]).unwrap();
+    let last = q.add(&[inb(0x2000, 100)]).unwrap();
+    q.kick_prepare();
+    let got: Vec<Avail> = core::iter::from_fn(|| dev.pop_avail(&hal)).collect();
+    dev.give_back_batch(&hal, &got, 30);
+    assert_eq!(
+        q.pop_used(),
+        Some(Ok(Used {
+            id: first,
+            len: 100
+        }))
+    );
+    assert_eq!(q.pop_used(), Some(Ok(Used { id: last, len: 30 })));
+    assert_eq!(q.pop_used(), None);
 }
 
 #[test]
