@@ -12,9 +12,10 @@ fn mixed() -> PathBuf {
     common::case_pcap("basic/io-mixed")
 }
 
-/// Records a run with every frame fault on into `dir`.
-fn record_faulty(dir: &Path, machine: &str) {
-    let o = vlab(&[
+/// Records an io run of the mixed case on `machine` into `dir`, with `extra` flags.
+fn record(dir: &Path, machine: &str, extra: &[&str]) {
+    let input = mixed();
+    let mut args = vec![
         "run",
         "--mode",
         "io",
@@ -22,7 +23,18 @@ fn record_faulty(dir: &Path, machine: &str) {
         "--machine",
         machine,
         "--pcap-in",
-        mixed().to_str().unwrap(),
+        input.to_str().unwrap(),
+        "--record",
+        dir.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let o = vlab(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
+
+/// Records a run with every frame fault on into `dir`.
+fn record_faulty(dir: &Path, machine: &str) {
+    let faults = [
         "--fault-seed",
         "6",
         "--drop",
@@ -31,10 +43,8 @@ fn record_faulty(dir: &Path, machine: &str) {
         "0.15",
         "--reorder",
         "0.15",
-        "--record",
-        dir.to_str().unwrap(),
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    ];
+    record(dir, machine, &faults);
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -164,28 +174,11 @@ fn the_same_case_gives_the_same_bytes_every_time() {
     }
 }
 
-/// Records a clean io run of the mixed case on `machine` into `dir`.
-fn record_clean(dir: &Path, machine: &str) {
-    let o = vlab(&[
-        "run",
-        "--mode",
-        "io",
-        "-q",
-        "--machine",
-        machine,
-        "--pcap-in",
-        mixed().to_str().unwrap(),
-        "--record",
-        dir.to_str().unwrap(),
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-}
-
 #[test]
 fn a_bundle_replays_on_other_backends_and_machines() {
     let tmp = tempfile::tempdir().unwrap();
     let b = tmp.path().join("clean");
-    record_clean(&b, "kvm");
+    record(&b, "kvm", &[]);
     let dir = b.to_str().unwrap();
     let cases: [(&[&str], &str); 4] = [
         (
