@@ -498,10 +498,31 @@ fn dpdk_vhost_user_backend_serves_the_kvm_guest() {
 
 #[test]
 fn dpdk_virtio_user_drives_our_vhost_user_backend() {
+    virtio_user_drives_our_backend('s', "packed_vq=0,in_order=0");
+}
+
+#[test]
+fn dpdk_virtio_user_drives_our_vhost_user_backend_on_split_in_order_rings() {
+    virtio_user_drives_our_backend('i', "packed_vq=0,in_order=1");
+}
+
+#[test]
+fn dpdk_virtio_user_drives_our_vhost_user_backend_on_packed_rings() {
+    virtio_user_drives_our_backend('p', "packed_vq=1,in_order=0");
+}
+
+#[test]
+fn dpdk_virtio_user_drives_our_vhost_user_backend_on_packed_in_order_rings() {
+    virtio_user_drives_our_backend('q', "packed_vq=1,in_order=1");
+}
+
+/// DPDK's virtio-user PMD on the ring layout `rings` (its devargs) drives our backend;
+/// `tag` keeps the names of the tests running at once apart.
+fn virtio_user_drives_our_backend(tag: char, rings: &str) {
     testpmd();
     let dir = tempfile::tempdir().expect("a temporary directory");
     let pid = std::process::id();
-    let tap = format!("vlvu{pid}");
+    let tap = format!("vlvu{tag}{pid}");
     let socket = dir.path().join("vhost.sock");
     let out = dir.path().join("out.pcap");
     let mut peers = Peers::new(dir.path());
@@ -523,9 +544,9 @@ fn dpdk_virtio_user_drives_our_vhost_user_backend() {
         testpmd_command(
             None,
             dir.path(),
-            &format!("vlab-vu-{pid}"),
+            &format!("vlab-vu{tag}-{pid}"),
             &[format!(
-                "net_virtio_user0,path={},queues=1",
+                "net_virtio_user0,path={},queues=1,{rings}",
                 socket.display()
             )],
             &["--port-topology=loop"],

@@ -61,13 +61,17 @@ impl<S: Source> Source for Marked<S> {
     }
 }
 
-/// A sink that ends at the marker: the marker is not written, frames after it are counted
-/// and dropped. With `finish_at_marker` the inner sink is finished when the marker arrives
-/// (a backend whose frontend never says the run ended); otherwise by [`Sink::finish`].
+/// A sink that ends at the marker: the marker is not written, frames after it on the queue
+/// it came back on are counted and dropped. The other queues' frames still pass: with
+/// several queue pairs the marker comes back on one of them, and the guest forwards what
+/// it still holds on the others after it. With `finish_at_marker` the inner sink is
+/// finished when the marker arrives (a backend whose frontend never says the run ended),
+/// and nothing passes after; otherwise it is finished by [`Sink::finish`].
 pub struct UntilMarker<K> {
     inner: K,
     finish_at_marker: bool,
-    marker_seen: bool,
+    /// The queues the marker came back on (queue k at bit k; queues from 63 share bit 63).
+    ended: u64,
     finished: bool,
     after: u64,
 }
@@ -77,7 +81,7 @@ impl<K: Sink> UntilMarker<K> {
         Self {
             inner,
             finish_at_marker,
-            marker_seen: false,
+            ended: 0,
             finished: false,
             after: 0,
         }
@@ -85,25 +89,30 @@ impl<K: Sink> UntilMarker<K> {
 
     /// Whether the marker came back.
     pub fn marker_seen(&self) -> bool {
-        self.marker_seen
+        self.ended != 0
     }
 }
 
 impl<K: Sink> Sink for UntilMarker<K> {
     fn put(&mut self, frame: &[u8]) -> Result<(), SinkError> {
-        if self.marker_seen {
+        self.put_on(frame, 0)
+    }
+
+    fn put_on(&mut self, frame: &[u8], queue: u16) -> Result<(), SinkError> {
+        let bit = 1u64 << queue.min(63);
+        if self.finished || self.ended & bit != 0 {
             self.after += 1;
-            tracing::warn!("dropped a frame that came after the end marker");
+            tracing::warn!("dropped a frame that came after the end marker (queue {queue})");
             return Ok(());
         }
         if is_end(frame) {
-            self.marker_seen = true;
+            self.ended |= bit;
             if self.finish_at_marker {
                 return self.finish();
             }
             return Ok(());
         }
-        self.inner.put(frame)
+        self.inner.put_on(frame, queue)
     }
 
     fn frames(&self) -> u64 {
@@ -156,5 +165,22 @@ mod tests {
         assert_eq!(k.frames(), 1);
         assert_eq!(k.after, 1);
         assert!(k.marker_seen() && k.finished);
+    }
+
+    #[test]
+    fn with_several_queues_only_the_markers_queue_ends() {
+        let mut k = UntilMarker::new(NullSink::default(), false);
+        k.put_on(&[0u8; 60], 1).unwrap();
+        k.put_on(&end_frame(), 0).unwrap();
+        assert!(k.marker_seen());
+        // Queue 1 still forwards what it held; queue 0 ended.
+        k.put_on(&[1u8; 60], 1).unwrap();
+        k.put_on(&[0u8; 60], 0).unwrap();
+        assert_eq!((k.frames(), k.after), (2, 1));
+        // Finished at the marker: nothing passes after it, on any queue.
+        let mut k = UntilMarker::new(NullSink::default(), true);
+        k.put_on(&end_frame(), 2).unwrap();
+        k.put_on(&[1u8; 60], 1).unwrap();
+        assert_eq!((k.frames(), k.after), (0, 1));
     }
 }

@@ -51,6 +51,13 @@ pub enum SinkError {
 
 pub trait Sink: Send {
     fn put(&mut self, frame: &[u8]) -> Result<(), SinkError>;
+    /// Takes a frame the guest transmitted on queue pair `queue` (transmitq `queue` + 1,
+    /// the device's queue 2 * `queue` + 1). The datapath calls this; a sink that keeps
+    /// no queue apart takes it as [`Sink::put`].
+    fn put_on(&mut self, frame: &[u8], queue: u16) -> Result<(), SinkError> {
+        let _ = queue;
+        self.put(frame)
+    }
     /// Frames taken so far.
     fn frames(&self) -> u64;
     /// Makes the output final (a pcap is renamed into place). Called once, after the run.

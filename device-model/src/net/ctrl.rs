@@ -1,21 +1,37 @@
 //! The device's side of the control queue (virtio 1.x, 5.1.6.5): decoding commands and
 //! answering VIRTIO_NET_OK or VIRTIO_NET_ERR, as QEMU's `virtio_net_handle_ctrl` does.
+//!
+//! The multiqueue class (5.1.6.5.6, 5.1.6.5.7), on [`Steering`]:
+//! - VQ_PAIRS_SET, le16 pairs: 1 to `max_virtqueue_pairs`, and no more than the pairs
+//!   whose queues the driver set up, nor fewer than an RSS table in force names; needs
+//!   VIRTIO_NET_F_MQ.
+//! - RSS_CONFIG, `struct virtio_net_rss_config` ([`RssConfig::parse`](super::rss::RssConfig::parse)):
+//!   steering by RSS over the `max_tx_vq` pairs it enables; needs VIRTIO_NET_F_RSS.
+//! - HASH_CONFIG, `struct virtio_net_hash_config`: the hash reported, nothing steered by
+//!   it; needs VIRTIO_NET_F_HASH_REPORT.
+//!
+//! A refused command (VIRTIO_NET_ERR) changes nothing.
 
 use super::features;
 use super::filter::RxFilter;
+use super::steering::{MqError, Steering};
 
 pub mod class {
     pub const RX: u8 = 0;
     pub const MAC: u8 = 1;
     pub const VLAN: u8 = 2;
+    pub const MQ: u8 = 4;
 }
-mod cmd {
+pub mod cmd {
     pub const RX_PROMISC: u8 = 0;
     pub const RX_ALLMULTI: u8 = 1;
     pub const MAC_TABLE_SET: u8 = 0;
     pub const MAC_ADDR_SET: u8 = 1;
     pub const VLAN_ADD: u8 = 0;
     pub const VLAN_DEL: u8 = 1;
+    pub const MQ_VQ_PAIRS_SET: u8 = 0;
+    pub const MQ_RSS_CONFIG: u8 = 1;
+    pub const MQ_HASH_CONFIG: u8 = 2;
 }
 
 pub const OK: u8 = 0;
@@ -27,6 +43,8 @@ pub enum Effect {
     None,
     /// VIRTIO_NET_CTRL_MAC_ADDR_SET: the device's MAC is now this.
     Mac([u8; 6]),
+    /// VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET or RSS_CONFIG: this many queue pairs are in use.
+    Pairs(u16),
 }
 
 /// Why a command was answered VIRTIO_NET_ERR.
@@ -61,6 +79,10 @@ pub enum BadData {
     VlanIdLength(usize),
     #[error("VLAN ID {0} is not below 4096")]
     VlanId(u16),
+    #[error("{0} bytes of data, a queue pair count is 2")]
+    PairsLength(usize),
+    #[error(transparent)]
+    Mq(#[from] MqError),
 }
 
 /// What is wrong with a `struct virtio_net_ctrl_mac`.
@@ -109,10 +131,11 @@ fn mac_table(data: &[u8]) -> Result<(Vec<[u8; 6]>, &[u8]), TableError> {
     Ok((macs, &data[4 + bytes..]))
 }
 
-/// Carries out one command on `filter`; `data` is everything after the class and command
-/// bytes.
+/// Carries out one command on `filter` or `steering`; `data` is everything after the class
+/// and command bytes.
 pub fn handle(
     filter: &mut RxFilter,
+    steering: &mut Steering,
     negotiated: u64,
     class: u8,
     cmd: u8,
@@ -184,6 +207,35 @@ pub fn handle(
             if !filter.set_vlan(vid, cmd == cmd::VLAN_ADD) {
                 return Err(bad(BadData::VlanId(vid)));
             }
+            Ok(Effect::None)
+        }
+        (class::MQ, cmd::MQ_VQ_PAIRS_SET) => {
+            need(negotiated, features::MQ, "VIRTIO_NET_F_MQ", class, cmd)?;
+            let pairs: [u8; 2] = data
+                .try_into()
+                .map_err(|_| bad(BadData::PairsLength(data.len())))?;
+            let pairs = u16::from_le_bytes(pairs);
+            steering.set_pairs(pairs).map_err(|e| bad(BadData::Mq(e)))?;
+            Ok(Effect::Pairs(pairs))
+        }
+        (class::MQ, cmd::MQ_RSS_CONFIG) => {
+            need(negotiated, features::RSS, "VIRTIO_NET_F_RSS", class, cmd)?;
+            let pairs = steering
+                .configure_rss(data)
+                .map_err(|e| bad(BadData::Mq(e)))?;
+            Ok(Effect::Pairs(pairs))
+        }
+        (class::MQ, cmd::MQ_HASH_CONFIG) => {
+            need(
+                negotiated,
+                features::HASH_REPORT,
+                "VIRTIO_NET_F_HASH_REPORT",
+                class,
+                cmd,
+            )?;
+            steering
+                .configure_hash(data)
+                .map_err(|e| bad(BadData::Mq(e)))?;
             Ok(Effect::None)
         }
         _ => Err(Refusal::Unsupported { class, cmd }),

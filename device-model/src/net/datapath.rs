@@ -1,6 +1,13 @@
 //! The rust backend's datapath: one thread serving the rx, tx and control queues of a
 //! virtio-net device from a [`Source`] and into a [`Sink`].
 //!
+//! With several queue pairs in use, one pass serves the control queue, then the transmit
+//! queues of the enabled pairs in order (pair 0, 1, ...), then the source's frames, each to
+//! the receive queue [`Steering`] picks; a frame whose queue has no buffer waits at the
+//! head of the source (the frames behind it wait too), so the order of delivery is the
+//! input's whatever the queues. Queues of pairs the driver did not enable get no frames,
+//! and what is transmitted on them is left in their rings.
+//!
 //! It polls while there is work and suppresses the driver's notifications meanwhile, so a
 //! busy run has no notification exits at all; after a stretch of idle polls it re-enables
 //! notifications and sleeps on the queues' kick eventfds. Used entries are published once
@@ -22,8 +29,9 @@ use vmm_sys_util::eventfd::EventFd;
 use super::chain::{self, ChainError, CtrlError};
 use super::ctrl::{self, Effect};
 use super::filter::RxFilter;
-use super::queues::{QueuePair, Role};
-use super::{features, hdr_len, LinkFlap, NetConfig, NetShared, NetStats};
+use super::queues::{QueueLayout, QueuePair, Role};
+use super::steering::{Pick, Steering};
+use super::{features, hdr_len, LinkFlap, NetConfig, NetShared, NetStats, NET_HDR_LEN_HASH};
 use crate::endpoint::{Peek, Sink, SinkError, Source};
 use crate::fault::{FaultConfig, Rng};
 use crate::queue::{self, Chain, DeviceQueue};
@@ -67,6 +75,36 @@ struct ServedPair {
     rx_starved: bool,
 }
 
+/// The receive queues of the pairs in use, for one pass of [`Engine::process_rx_pairs`]:
+/// pair k's at k.
+pub(crate) trait RxRings {
+    fn count(&self) -> usize;
+    /// Pair `pair`'s receive queue: its queue index and ring.
+    fn ring(&mut self, pair: usize) -> (u16, &mut dyn DeviceQueue);
+}
+
+impl RxRings for [(u16, &mut dyn DeviceQueue)] {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn ring(&mut self, pair: usize) -> (u16, &mut dyn DeviceQueue) {
+        let (index, q) = &mut self[pair];
+        (*index, &mut **q)
+    }
+}
+
+impl RxRings for [ServedPair] {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn ring(&mut self, pair: usize) -> (u16, &mut dyn DeviceQueue) {
+        let rx = &mut self[pair].rx;
+        (rx.index, &mut *rx.queue)
+    }
+}
+
+const MAX_PAIRS: usize = QueueLayout::MAX_PAIRS as usize;
+
 pub(super) struct Datapath {
     engine: Engine,
     pairs: Vec<ServedPair>,
@@ -82,6 +120,8 @@ pub(crate) struct Engine {
     features: u64,
     hdr_len: usize,
     mrg: bool,
+    /// VIRTIO_NET_F_HASH_REPORT: the rx header carries the hash.
+    report: bool,
     interrupt: Arc<dyn Interrupt>,
     health: Arc<Health>,
     source: Box<dyn Source>,
@@ -90,11 +130,13 @@ pub(crate) struct Engine {
     shared: Arc<NetShared>,
     max_frame: usize,
     filter: RxFilter,
+    /// The pairs in use and where frames go.
+    steering: Steering,
     faults: FaultConfig,
     /// Decides which interrupts the withhold fault swallows.
     irq_rng: Rng,
-    /// Where the rx ring shrank: how many chains were available then.
-    shrink_base: Option<u16>,
+    /// Where each pair's rx ring shrank: how many chains were available then.
+    shrink_base: Vec<Option<u16>>,
     link_flap: Option<LinkFlap>,
     link_down_since: Option<Instant>,
     /// Whether the driver was interrupted when the link went down.
@@ -170,6 +212,7 @@ impl Engine {
             features: p.negotiated,
             hdr_len: hdr_len(p.negotiated),
             mrg: p.negotiated & features::MRG_RXBUF != 0,
+            report: p.negotiated & features::HASH_REPORT != 0,
             interrupt: p.interrupt,
             health: p.health,
             source: p.source,
@@ -178,10 +221,11 @@ impl Engine {
             shared: p.shared,
             max_frame: cfg.max_frame,
             filter: RxFilter::new(p.negotiated & features::CTRL_VLAN != 0),
+            steering: Steering::new(cfg.max_queue_pairs.clamp(1, QueueLayout::MAX_PAIRS)),
             faults: cfg.faults.clone(),
             // Its own stream, so interrupt decisions do not shift the frame faults'.
             irq_rng: Rng::new(cfg.faults.seed ^ 0x1e7_0f17),
-            shrink_base: None,
+            shrink_base: vec![None; MAX_PAIRS],
             link_flap: cfg.link_flap,
             link_down_since: None,
             link_down_notified: false,
@@ -198,6 +242,25 @@ impl Engine {
         self.features = negotiated;
         self.hdr_len = hdr_len(negotiated);
         self.mrg = negotiated & features::MRG_RXBUF != 0;
+        self.report = negotiated & features::HASH_REPORT != 0;
+    }
+
+    /// The driver set up the queues of the first `pairs` pairs: the most it may enable.
+    pub fn set_ready_pairs(&mut self, pairs: u16) {
+        self.steering.set_ready(pairs);
+    }
+
+    /// Serves the first `pairs` pairs, all in use (a vhost-user backend: the frontend
+    /// enabled their rings).
+    pub fn serve_pairs(&mut self, pairs: u16) {
+        if pairs != self.steering.enabled() {
+            self.steering.serve(pairs);
+        }
+    }
+
+    /// Pairs in use.
+    pub fn pairs_enabled(&self) -> u16 {
+        self.steering.enabled()
     }
 
     /// The guest memory changed (a vhost-user frontend sent a new table).
@@ -317,7 +380,10 @@ impl Engine {
         let available = rx
             .available(&self.mem)
             .map_err(|source| Fatal::Queue { queue, source })?;
-        let base = *self.shrink_base.get_or_insert(available);
+        let Some(base) = self.shrink_base.get_mut(usize::from(queue / 2)) else {
+            return Ok(false);
+        };
+        let base = *base.get_or_insert(available);
         // What the device took since then, less what the driver made available since then.
         // Signed: the driver may have replaced more than the device took since the start.
         Ok(base.wrapping_sub(available) as i16 >= shrink.buffers as i16)
@@ -348,8 +414,13 @@ impl Engine {
         Ok(false)
     }
 
-    /// Serves the transmit queue `tx` (queue index `queue`): returns the chains used.
+    /// Serves the transmit queue `tx` (queue index `queue`): returns the chains used. The
+    /// queue of a pair not in use is left alone.
     pub fn process_tx(&mut self, queue: u16, tx: &mut dyn DeviceQueue) -> Result<usize, Fatal> {
+        let pair = queue / 2;
+        if pair >= self.steering.enabled() {
+            return Ok(0);
+        }
         let mem = self.mem.clone();
         let mut used = UsedBatch::new();
         while usize::from(used.len()) < BUDGET {
@@ -369,7 +440,11 @@ impl Engine {
                         self.stats.tx_dropped.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!("tx: dropped a {}-byte frame", frame.len());
                     } else {
-                        self.sink.put(frame).map_err(Fatal::Output)?;
+                        self.sink.put_on(frame, pair).map_err(Fatal::Output)?;
+                        self.steering.transmitted(frame, pair);
+                        if let Some(n) = self.stats.tx_frames_per_queue.get(usize::from(pair)) {
+                            n.fetch_add(1, Ordering::Relaxed);
+                        }
                         let sent = self.stats.tx_frames.fetch_add(1, Ordering::Relaxed) + 1;
                         self.stats
                             .tx_bytes
@@ -430,13 +505,20 @@ impl Engine {
         } else {
             let (class, cmd) = (self.scratch[0], self.scratch[1]);
             let data = self.scratch[2..].to_vec();
-            ctrl::handle(&mut self.filter, self.features, class, cmd, &data)
-                .map(|effect| {
-                    if let Effect::Mac(mac) = effect {
-                        self.shared.set_mac(mac);
-                    }
-                })
-                .map_err(CtrlError::from)
+            ctrl::handle(
+                &mut self.filter,
+                &mut self.steering,
+                self.features,
+                class,
+                cmd,
+                &data,
+            )
+            .map(|effect| match effect {
+                Effect::Mac(mac) => self.shared.set_mac(mac),
+                Effect::Pairs(n) => tracing::info!("{n} queue pairs in use"),
+                Effect::None => {}
+            })
+            .map_err(CtrlError::from)
         };
         let code = match answer {
             Ok(()) => {
@@ -487,17 +569,36 @@ impl Engine {
         }
     }
 
-    /// Returns the frames delivered (and malformed chains returned) and whether the driver
-    /// ran out of rx buffers.
+    /// Delivers frames to the one receive queue `rx` (queue index `queue`), as
+    /// [`Engine::process_rx_pairs`] with that queue alone. Returns the frames delivered (and
+    /// malformed chains returned) and whether the driver ran out of rx buffers.
+    #[cfg(test)]
     pub fn process_rx(
         &mut self,
         queue: u16,
         rx: &mut dyn DeviceQueue,
     ) -> Result<(usize, bool), Fatal> {
+        let rings: &mut [(u16, &mut dyn DeviceQueue)] = &mut [(queue, rx)];
+        let (done, starved) = self.process_rx_pairs(rings)?;
+        Ok((done, starved.is_some()))
+    }
+
+    /// Delivers the source's frames to the receive queues of the pairs in use (`rings`,
+    /// pair k's at k), each frame to the queue steering picks for it. Returns the frames
+    /// delivered (and malformed chains returned) and the pair whose queue ran out of
+    /// buffers for the next frame, if one did: that frame, and those behind it, wait.
+    pub fn process_rx_pairs<R: RxRings + ?Sized>(
+        &mut self,
+        rings: &mut R,
+    ) -> Result<(usize, Option<usize>), Fatal> {
+        let n = rings.count().min(MAX_PAIRS);
+        if n == 0 {
+            return Ok((0, None));
+        }
         let mem = self.mem.clone();
-        let mut used = UsedBatch::new();
+        let mut used: [UsedBatch; MAX_PAIRS] = Default::default();
         let mut done = 0;
-        let mut starved = false;
+        let mut starved = None;
         let own = self.shared.mac();
         // A batch holds at most a ring's worth of entries before a frame starts (a driver
         // cannot have more buffers outstanding), and a frame takes at most a ring's worth:
@@ -505,14 +606,14 @@ impl Engine {
         // tests/proptest_hostile.rs: a driver feeding one-byte buffers as fast as the device
         // took them kept one pass going for 256 frames of 1512 buffers each; the batch's
         // u16 count overflowed (a panic in debug builds, wrapped used entries in release).
-        'frames: while done < BUDGET && used.len() < rx.size() {
+        'frames: while done < BUDGET {
             if !self.shared.link_up() || !self.shared.input_open() || self.flap_due() {
                 // Nothing is received while the link is down, or before the harness lets
                 // the input flow; frames wait in the source. A flap takes the link down
                 // after exactly its number of frames.
                 break;
             }
-            let len = match self.source.peek() {
+            let (len, pick) = match self.source.peek() {
                 Peek::Frame(f) => {
                     if !self.filter.accepts(f, own) {
                         self.source.consume();
@@ -520,17 +621,33 @@ impl Engine {
                         self.stats.rx_filtered.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
-                    f.len()
+                    let pick = if self.steering.is_trivial() {
+                        Pick::FIRST
+                    } else {
+                        self.steering.pick(f)
+                    };
+                    (f.len(), pick)
                 }
                 Peek::Idle => break,
                 Peek::Ended => {
-                    if used.is_empty() && !self.stats.input_drained.load(Ordering::Relaxed) {
-                        // Only once everything before is published (the batch is empty).
+                    let published = used[..n].iter().all(UsedBatch::is_empty);
+                    if published && !self.stats.input_drained.load(Ordering::Relaxed) {
+                        // Only once everything before is published (the batches are empty).
                         self.stats.input_drained.store(true, Ordering::Release);
                     }
                     break;
                 }
             };
+            // Steering picks among the pairs in use, which the caller serves.
+            let pair = match usize::from(pick.pair) {
+                p if p < n => p,
+                _ => 0,
+            };
+            let (queue, rx) = rings.ring(pair);
+            let batch = &mut used[pair];
+            if batch.len() >= rx.size() {
+                break;
+            }
             let need = self.hdr_len + len;
             // Buffers for this frame: one chain, or several with mergeable buffers.
             self.rx_bufs.clear();
@@ -541,16 +658,16 @@ impl Engine {
                     None => {
                         // Not enough buffers: put back what this frame took; it waits.
                         rx.unpop(self.rx_bufs.len() as u16);
-                        starved = true;
+                        starved = Some(pair);
                         break 'frames;
                     }
                     Some(Err(bad)) => {
                         // A malformed chain, returned empty. Chains already taken for this
                         // frame cannot be put back behind it: return them empty too, first.
                         for b in self.rx_bufs.drain(..) {
-                            used.push(rx, &mem, b.head, 0).map_err(Fatal::Used)?;
+                            batch.push(rx, &mem, b.head, 0).map_err(Fatal::Used)?;
                         }
-                        used.push(rx, &mem, bad, 0).map_err(Fatal::Used)?;
+                        batch.push(rx, &mem, bad, 0).map_err(Fatal::Used)?;
                         done += 1;
                         continue 'frames;
                     }
@@ -573,31 +690,43 @@ impl Engine {
                 tracing::debug!("rx: {need}-byte frame does not fit a {have}-byte buffer");
                 continue;
             }
-            self.deliver(rx, &mem, &mut used)?;
+            self.deliver(rx, &mem, batch, queue, pick)?;
             done += 1;
         }
         // The link goes down before the frames that brought the flap are published, so the
         // driver learns of it (the interrupt comes first) before it can forward them: what
         // it sends while the link is down does not depend on timing.
         self.flap_link();
-        self.publish(used, rx, queue)?;
+        for (pair, batch) in used.iter_mut().enumerate().take(n) {
+            let (queue, rx) = rings.ring(pair);
+            self.publish(std::mem::take(batch), rx, queue)?;
+        }
         Ok((done, starved))
     }
 
-    /// Writes the peeked frame, behind its header, into the buffers in `rx_bufs`, and
-    /// stages their used entries.
+    /// Writes the peeked frame, behind its header, into the buffers in `rx_bufs` (of
+    /// queue `queue`), and stages their used entries.
     fn deliver(
         &mut self,
         rx: &mut dyn DeviceQueue,
         mem: &Memory,
         used: &mut UsedBatch,
+        queue: u16,
+        pick: Pick,
     ) -> Result<(), Fatal> {
         let Peek::Frame(frame) = self.source.peek() else {
             return Ok(());
         };
-        let mut hdr = [0u8; 12];
+        use super::hdr::{HASH_REPORT, HASH_VALUE, NUM_BUFFERS};
+        let mut hdr = [0u8; NET_HDR_LEN_HASH];
         // num_buffers: how many buffers this frame took (always 1 without MRG_RXBUF).
-        hdr[10..12].copy_from_slice(&(self.rx_bufs.len() as u16).to_le_bytes());
+        hdr[NUM_BUFFERS..NUM_BUFFERS + 2]
+            .copy_from_slice(&(self.rx_bufs.len() as u16).to_le_bytes());
+        if self.report {
+            // The hash the driver configured, and what it covers (none before it did).
+            hdr[HASH_VALUE..HASH_VALUE + 4].copy_from_slice(&pick.hash.to_le_bytes());
+            hdr[HASH_REPORT..HASH_REPORT + 2].copy_from_slice(&(pick.report as u16).to_le_bytes());
+        }
         let hdr = &hdr[..self.hdr_len];
         let len = frame.len();
         let mut off = 0;
@@ -634,6 +763,13 @@ impl Engine {
         self.delivered += 1;
         self.stats.source_frames.fetch_add(1, Ordering::Relaxed);
         self.stats.rx_bytes.fetch_add(len as u64, Ordering::Relaxed);
+        if let Some(n) = self
+            .stats
+            .rx_delivered_per_queue
+            .get(usize::from(queue / 2))
+        {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
         self.stats.rx_delivered.fetch_add(1, Ordering::Release);
         Ok(())
     }
@@ -647,7 +783,7 @@ impl Datapath {
         stop: Arc<AtomicBool>,
         cfg: &NetConfig,
     ) -> Self {
-        let pairs = pairs
+        let pairs: Vec<ServedPair> = pairs
             .into_iter()
             .map(|p| {
                 let pair = p.index();
@@ -658,8 +794,10 @@ impl Datapath {
                 }
             })
             .collect();
+        let mut engine = Engine::new(parts, cfg);
+        engine.set_ready_pairs(pairs.len() as u16);
         Self {
-            engine: Engine::new(parts, cfg),
+            engine,
             pairs,
             ctrl: ctrl.map(|c| Served::new(c, Role::Ctrl)),
             stop,
@@ -708,11 +846,14 @@ impl Datapath {
                 Some(c) => self.engine.serve_ctrl(c.index, &mut *c.queue)?,
                 None => 0,
             };
-            for p in &mut self.pairs {
+            let enabled = self.enabled();
+            for p in &mut self.pairs[..enabled] {
                 work += self.engine.process_tx(p.tx.index, &mut *p.tx.queue)?;
-                let (rx, starved) = self.engine.process_rx(p.rx.index, &mut *p.rx.queue)?;
-                work += rx;
-                p.rx_starved = starved;
+            }
+            let (rx, starved) = self.engine.process_rx_pairs(&mut self.pairs[..enabled])?;
+            work += rx;
+            for (k, p) in self.pairs.iter_mut().enumerate() {
+                p.rx_starved = starved == Some(k);
             }
             if work > 0 {
                 idle = 0;
@@ -728,7 +869,8 @@ impl Datapath {
             // the last poll and the request. Rx kicks matter only when rx is out of buffers.
             let mut pending = false;
             let mem = self.engine.mem.clone();
-            for p in &mut self.pairs {
+            let enabled = self.enabled();
+            for p in &mut self.pairs[..enabled] {
                 let rx = p.rx_starved.then_some(&mut p.rx);
                 for q in rx.into_iter().chain([&mut p.tx]) {
                     pending |= enable_notification(q, &mem)?;
@@ -743,6 +885,11 @@ impl Datapath {
             self.disable_notifications()?;
         }
         Ok(())
+    }
+
+    /// The pairs served: those in use (the driver set up at least as many).
+    fn enabled(&self) -> usize {
+        usize::from(self.engine.pairs_enabled()).min(self.pairs.len())
     }
 
     fn disable_notifications(&mut self) -> Result<(), Fatal> {
@@ -815,14 +962,18 @@ pub(super) struct ControlPath {
 }
 
 impl ControlPath {
+    /// `pairs`: how many pairs the driver set up (and the backend serves).
     pub fn new(
         parts: EngineParts,
         ctrl: ActiveQueue,
+        pairs: u16,
         stop: Arc<AtomicBool>,
         cfg: &NetConfig,
     ) -> Self {
+        let mut engine = Engine::new(parts, cfg);
+        engine.set_ready_pairs(pairs);
         Self {
-            engine: Engine::new(parts, cfg),
+            engine,
             ctrl: Served::new(ctrl, Role::Ctrl),
             stop,
         }

@@ -20,9 +20,15 @@ pub trait Dataplane: Send {
     fn features(&self) -> u64;
 
     /// What the device offers when configured to offer `wanted`: less what the backend
-    /// cannot serve and the device can do without (packed rings, in-order use).
+    /// cannot serve and the device can do without (packed rings, in-order use, RSS and
+    /// hash reports, multiqueue).
     fn offer(&self, wanted: u64) -> u64 {
         wanted
+    }
+
+    /// Queue pairs the backend can serve: the device has no more.
+    fn max_pairs(&self) -> u16 {
+        1
     }
 
     /// Hands the queue pairs to the backend. `stats` takes a failure noticed later (a

@@ -1,5 +1,26 @@
 //! The virtio-net device (virtio 1.x, 5.1): its configuration space, the features it offers,
 //! link state, and the datapath it starts when the driver sets DRIVER_OK.
+//!
+//! With more than one queue pair ([`NetConfig::max_queue_pairs`]) the device offers
+//! multiqueue, RSS and hash reports; which pair a received frame goes to is
+//! [`steering`]'s business.
+//!
+//! The configuration space (`struct virtio_net_config`, little endian):
+//!
+//! | offset | field | |
+//! |---|---|---|
+//! | 0 | `mac[6]` | |
+//! | 6 | `status` le16 | VIRTIO_NET_S_LINK_UP |
+//! | 8 | `max_virtqueue_pairs` le16 | the pairs the device has |
+//! | 10 | `mtu` le16 | `max_frame - 18` |
+//! | 12 | `speed` le32 | 0xffffffff, unknown (no VIRTIO_NET_F_SPEED_DUPLEX) |
+//! | 16 | `duplex` u8 | 0xff, unknown |
+//! | 17 | `rss_max_key_size` u8 | 40 |
+//! | 18 | `rss_max_indirection_table_length` le16 | 128 |
+//! | 20 | `supported_hash_types` le32 | every type ([`rss::hash_type::ALL`]) |
+//!
+//! The space is 24 bytes when VIRTIO_NET_F_RSS or VIRTIO_NET_F_HASH_REPORT is offered, 12
+//! otherwise (bytes past it read as zero).
 
 mod chain;
 mod ctrl;
@@ -7,6 +28,8 @@ pub(crate) mod datapath;
 mod dataplane;
 pub mod filter;
 mod queues;
+pub mod rss;
+pub mod steering;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -35,15 +58,24 @@ pub mod features {
     pub const CTRL_VQ: u64 = 1 << 17;
     pub const CTRL_RX: u64 = 1 << 18;
     pub const CTRL_VLAN: u64 = 1 << 19;
-    /// Multiqueue: not offered yet; with it the driver uses every queue pair.
+    /// Multiqueue: the driver may enable every queue pair (VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET);
+    /// offered when the device has more than one.
     pub const MQ: u64 = 1 << 22;
     pub const CTRL_MAC_ADDR: u64 = 1 << 23;
     pub const ANY_LAYOUT: u64 = 1 << 27;
+    /// The receive header carries the frame's hash (5.1.6.4.3); offered with [`MQ`].
+    pub const HASH_REPORT: u64 = 1 << 57;
+    /// Receive-side scaling (5.1.6.5.7); offered with [`MQ`].
+    pub const RSS: u64 = 1 << 60;
 
     /// Features that need the control queue (5.1.3.1).
-    pub const NEEDS_CTRL_VQ: u64 = CTRL_RX | CTRL_VLAN | CTRL_MAC_ADDR;
+    pub const NEEDS_CTRL_VQ: u64 = CTRL_RX | CTRL_VLAN | CTRL_MAC_ADDR | MQ | RSS | HASH_REPORT;
 
-    /// What the rust backend offers by default: everything it implements.
+    /// Features offered only when the device has more than one queue pair.
+    pub const MULTIQUEUE: u64 = MQ | RSS | HASH_REPORT;
+
+    /// What the rust backend offers by default: everything it implements (the
+    /// [`MULTIQUEUE`] ones only on a device with several queue pairs).
     pub const DEFAULT: u64 = MTU
         | MAC
         | MRG_RXBUF
@@ -53,6 +85,9 @@ pub mod features {
         | CTRL_VLAN
         | CTRL_MAC_ADDR
         | ANY_LAYOUT
+        | MQ
+        | RSS
+        | HASH_REPORT
         | crate::virtio::features::RING_INDIRECT_DESC
         | crate::virtio::features::RING_EVENT_IDX
         | crate::virtio::features::VERSION_1
@@ -60,7 +95,7 @@ pub mod features {
         | crate::virtio::features::IN_ORDER;
 
     /// Names for feature lists in configuration files and messages.
-    pub const NAMES: [(&str, u64); 14] = [
+    pub const NAMES: [(&str, u64); 17] = [
         ("mtu", MTU),
         ("mac", MAC),
         ("mrg_rxbuf", MRG_RXBUF),
@@ -75,6 +110,9 @@ pub mod features {
         ("version_1", crate::virtio::features::VERSION_1),
         ("ring_packed", crate::virtio::features::RING_PACKED),
         ("in_order", crate::virtio::features::IN_ORDER),
+        ("mq", MQ),
+        ("rss", RSS),
+        ("hash_report", HASH_REPORT),
     ];
 
     /// The bit called `name` in [`NAMES`].
@@ -83,13 +121,21 @@ pub mod features {
     }
 }
 
-/// `struct virtio_net_config` offsets.
-mod config {
+/// `struct virtio_net_config` offsets (see the module's table).
+pub mod config {
     pub const MAC: usize = 0;
     pub const STATUS: usize = 6;
     pub const MAX_VIRTQUEUE_PAIRS: usize = 8;
     pub const MTU: usize = 10;
+    pub const SPEED: usize = 12;
+    pub const DUPLEX: usize = 16;
+    pub const RSS_MAX_KEY_SIZE: usize = 17;
+    pub const RSS_MAX_INDIRECTION_TABLE_LENGTH: usize = 18;
+    pub const SUPPORTED_HASH_TYPES: usize = 20;
+    /// Without RSS and hash reports: up to the MTU.
     pub const SIZE: usize = 12;
+    /// With them: up to `supported_hash_types`.
+    pub const SIZE_RSS: usize = 24;
 }
 
 const NET_S_LINK_UP: u16 = 1;
@@ -98,10 +144,22 @@ const NET_S_LINK_UP: u16 = 1;
 pub const NET_HDR_LEN: usize = 12;
 /// The legacy header, without `num_buffers`.
 pub const NET_HDR_LEN_LEGACY: usize = 10;
+/// `struct virtio_net_hdr_v1_hash` (VIRTIO_NET_F_HASH_REPORT): the v1 header, then le32
+/// `hash_value`, le16 `hash_report` and le16 `padding_reserved`.
+pub const NET_HDR_LEN_HASH: usize = 20;
 
-/// Header size for a negotiated feature set.
+/// Offsets in the header.
+pub mod hdr {
+    pub const NUM_BUFFERS: usize = 10;
+    pub const HASH_VALUE: usize = 12;
+    pub const HASH_REPORT: usize = 16;
+}
+
+/// Header size for a negotiated feature set (both directions).
 pub fn hdr_len(negotiated: u64) -> usize {
-    if negotiated & (virtio::features::VERSION_1 | features::MRG_RXBUF) != 0 {
+    if negotiated & features::HASH_REPORT != 0 {
+        NET_HDR_LEN_HASH
+    } else if negotiated & (virtio::features::VERSION_1 | features::MRG_RXBUF) != 0 {
         NET_HDR_LEN
     } else {
         NET_HDR_LEN_LEGACY
@@ -122,8 +180,8 @@ pub struct NetConfig {
     /// Maximum size of each queue.
     pub queue_size: u16,
     /// Queue pairs the device has (`max_virtqueue_pairs`, 1 to [`QueueLayout::MAX_PAIRS`]).
-    /// A driver uses more than the first only with VIRTIO_NET_F_MQ, which the device does
-    /// not offer yet.
+    /// With more than one it offers VIRTIO_NET_F_MQ, VIRTIO_NET_F_RSS and
+    /// VIRTIO_NET_F_HASH_REPORT (those of them [`NetConfig::features`] has).
     pub max_queue_pairs: u16,
     /// Largest frame (without FCS) the device carries in either direction. With
     /// VIRTIO_NET_F_MTU the device reports `max_frame - 18` as its MTU.
@@ -170,6 +228,8 @@ pub struct NetStats {
     pub source_frames: AtomicU64,
     /// Frames placed in the guest's rx ring.
     pub rx_delivered: AtomicU64,
+    /// The same per queue pair (receiveq k + 1 at index k).
+    pub rx_delivered_per_queue: Vec<AtomicU64>,
     pub rx_bytes: AtomicU64,
     /// Frames dropped because the guest's rx buffers were too small for them.
     pub rx_dropped: AtomicU64,
@@ -179,6 +239,8 @@ pub struct NetStats {
     pub rx_malformed: AtomicU64,
     /// Frames the guest transmitted and the sink took.
     pub tx_frames: AtomicU64,
+    /// The same per queue pair (transmitq k + 1 at index k).
+    pub tx_frames_per_queue: Vec<AtomicU64>,
     pub tx_bytes: AtomicU64,
     /// Transmitted frames dropped for being larger than the device's maximum frame.
     pub tx_dropped: AtomicU64,
@@ -208,11 +270,15 @@ pub struct NetStats {
 pub struct NetCounters {
     pub source_frames: u64,
     pub rx_delivered: u64,
+    /// Per queue pair, as [`NetStats::rx_delivered_per_queue`].
+    pub rx_delivered_per_queue: Vec<u64>,
     pub rx_bytes: u64,
     pub rx_dropped: u64,
     pub rx_filtered: u64,
     pub rx_malformed: u64,
     pub tx_frames: u64,
+    /// Per queue pair, as [`NetStats::tx_frames_per_queue`].
+    pub tx_frames_per_queue: Vec<u64>,
     pub tx_bytes: u64,
     pub tx_dropped: u64,
     pub tx_malformed: u64,
@@ -236,15 +302,19 @@ impl Default for NetStats {
 impl NetStats {
     /// Counters for a device of `pairs` queue pairs.
     pub fn new(pairs: u16) -> Self {
-        let queues = usize::from(QueueLayout::offered(pairs, features::CTRL_VQ).len());
+        let layout = QueueLayout::offered(pairs, features::CTRL_VQ);
+        let queues = usize::from(layout.len());
+        let per_pair = || (0..layout.pairs()).map(|_| AtomicU64::default()).collect();
         Self {
             source_frames: AtomicU64::default(),
             rx_delivered: AtomicU64::default(),
+            rx_delivered_per_queue: per_pair(),
             rx_bytes: AtomicU64::default(),
             rx_dropped: AtomicU64::default(),
             rx_filtered: AtomicU64::default(),
             rx_malformed: AtomicU64::default(),
             tx_frames: AtomicU64::default(),
+            tx_frames_per_queue: per_pair(),
             tx_bytes: AtomicU64::default(),
             tx_dropped: AtomicU64::default(),
             tx_malformed: AtomicU64::default(),
@@ -264,11 +334,13 @@ impl NetStats {
         NetCounters {
             source_frames: g(&self.source_frames),
             rx_delivered: g(&self.rx_delivered),
+            rx_delivered_per_queue: self.rx_delivered_per_queue.iter().map(g).collect(),
             rx_bytes: g(&self.rx_bytes),
             rx_dropped: g(&self.rx_dropped),
             rx_filtered: g(&self.rx_filtered),
             rx_malformed: g(&self.rx_malformed),
             tx_frames: g(&self.tx_frames),
+            tx_frames_per_queue: self.tx_frames_per_queue.iter().map(g).collect(),
             tx_bytes: g(&self.tx_bytes),
             tx_dropped: g(&self.tx_dropped),
             tx_malformed: g(&self.tx_malformed),
@@ -455,6 +527,30 @@ impl Net {
         &self.cfg
     }
 
+    /// Queue pairs the device has (`max_virtqueue_pairs`): as configured, and no more than
+    /// a vhost backend serves.
+    pub fn max_pairs(&self) -> u16 {
+        let pairs = self.cfg.max_queue_pairs.clamp(1, QueueLayout::MAX_PAIRS);
+        match &self.vhost {
+            Some(v) => pairs.min(v.max_pairs().max(1)),
+            None => pairs,
+        }
+    }
+
+    /// The features the device offers before a vhost backend has its say: the configured
+    /// ones, the multiqueue ones only with several pairs and the control queue.
+    fn own_features(&self) -> u64 {
+        let mut f = self.cfg.features;
+        if f & features::CTRL_VQ == 0 || self.max_pairs() < 2 {
+            f &= !features::MULTIQUEUE;
+        }
+        if f & features::MQ == 0 {
+            // RSS and hash reports come with multiqueue on this device.
+            f &= !(features::RSS | features::HASH_REPORT);
+        }
+        f
+    }
+
     pub fn stats(&self) -> Arc<NetStats> {
         self.stats.clone()
     }
@@ -526,16 +622,17 @@ impl VirtioDevice for Net {
     }
 
     fn queue_max_sizes(&self) -> Vec<u16> {
-        let layout = QueueLayout::offered(self.cfg.max_queue_pairs, self.cfg.features);
+        let layout = QueueLayout::offered(self.max_pairs(), self.cfg.features);
         vec![self.cfg.queue_size; usize::from(layout.len())]
     }
 
-    /// The configured features, less the ring features a vhost backend cannot serve
-    /// (see [`Dataplane::offer`]).
+    /// The configured features (the multiqueue ones with several pairs), less what a vhost
+    /// backend cannot serve (see [`Dataplane::offer`]).
     fn features(&self) -> u64 {
+        let f = self.own_features();
         match &self.vhost {
-            Some(v) => v.offer(self.cfg.features),
-            None => self.cfg.features,
+            Some(v) => v.offer(f),
+            None => f,
         }
     }
 
@@ -545,7 +642,8 @@ impl VirtioDevice for Net {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        let mut space = [0u8; config::SIZE];
+        let mut space = [0u8; config::SIZE_RSS];
+        let offered = self.features();
         space[config::MAC..config::MAC + 6].copy_from_slice(&self.shared.mac());
         let status = if self.shared.link_up() {
             NET_S_LINK_UP
@@ -557,11 +655,24 @@ impl VirtioDevice for Net {
             0
         };
         space[config::STATUS..config::STATUS + 2].copy_from_slice(&status.to_le_bytes());
-        let pairs = QueueLayout::offered(self.cfg.max_queue_pairs, self.cfg.features).pairs();
+        let pairs = QueueLayout::offered(self.max_pairs(), self.cfg.features).pairs();
         space[config::MAX_VIRTQUEUE_PAIRS..config::MAX_VIRTQUEUE_PAIRS + 2]
             .copy_from_slice(&pairs.to_le_bytes());
         let mtu = (self.cfg.max_frame.saturating_sub(18)).min(usize::from(u16::MAX)) as u16;
         space[config::MTU..config::MTU + 2].copy_from_slice(&mtu.to_le_bytes());
+        let size = if offered & (features::RSS | features::HASH_REPORT) != 0 {
+            space[config::SPEED..config::SPEED + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+            space[config::DUPLEX] = 0xff;
+            space[config::RSS_MAX_KEY_SIZE] = rss::MAX_KEY as u8;
+            let table = config::RSS_MAX_INDIRECTION_TABLE_LENGTH;
+            space[table..table + 2].copy_from_slice(&(rss::MAX_TABLE as u16).to_le_bytes());
+            let types = config::SUPPORTED_HASH_TYPES;
+            space[types..types + 4].copy_from_slice(&rss::hash_type::ALL.to_le_bytes());
+            config::SIZE_RSS
+        } else {
+            config::SIZE
+        };
+        let space = &space[..size];
         for (i, b) in data.iter_mut().enumerate() {
             *b = usize::try_from(offset)
                 .ok()
@@ -588,16 +699,30 @@ impl VirtioDevice for Net {
         if self.running.is_some() {
             return Err(ActivateError::AlreadyActive);
         }
-        let layout = QueueLayout::in_use(self.cfg.max_queue_pairs, a.features);
+        let layout = QueueLayout::in_use(self.max_pairs(), a.features);
         let mut queues = a.queues;
         let mut take = |index: u16| queues.get_mut(usize::from(index)).and_then(Option::take);
         let mut pairs = Vec::with_capacity(usize::from(layout.pairs()));
+        // The first pair is required; with multiqueue the driver may set up fewer pairs than
+        // the device has (it cannot enable the others: see `steering`). The pairs served are
+        // the first ones with both queues.
+        let mut gap = None;
         for pair in 0..layout.pairs() {
             let (rx, tx) = (QueueLayout::rx(pair), QueueLayout::tx(pair));
-            match (take(rx), take(tx)) {
-                (Some(rx), Some(tx)) => pairs.push(QueuePair { rx, tx }),
-                (None, _) => return Err(ActivateError::QueueNotEnabled(rx)),
-                (Some(_), None) => return Err(ActivateError::QueueNotEnabled(tx)),
+            match (take(rx), take(tx), pair) {
+                (Some(rx), Some(tx), _) if gap.is_none() => pairs.push(QueuePair { rx, tx }),
+                (None, _, 0) => return Err(ActivateError::QueueNotEnabled(rx)),
+                (Some(_), None, 0) => return Err(ActivateError::QueueNotEnabled(tx)),
+                (None, None, _) => {
+                    gap.get_or_insert(pair);
+                }
+                (_, _, _) => {
+                    let first = *gap.get_or_insert(pair);
+                    tracing::warn!(
+                        "virtio-net: pair {pair}'s queues are not served: the driver did not \
+                         set up both queues of pair {first}"
+                    );
+                }
             }
         }
         // A control queue the driver enabled is served even if it did not negotiate
@@ -642,6 +767,7 @@ impl VirtioDevice for Net {
             let cp = ControlPath::new(
                 parts(Box::new(NullSource), Box::<NullSink>::default()),
                 ctrl,
+                pairs.len() as u16,
                 stop.clone(),
                 &self.cfg,
             );

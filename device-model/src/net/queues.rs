@@ -1,6 +1,6 @@
 //! Where a virtio-net device's queues are (virtio 1.x, 5.1.2): receiveq1, transmitq1, ...,
 //! receiveqN, transmitqN, then the control queue. N is 1 unless the driver negotiated
-//! VIRTIO_NET_F_MQ, when it is the device's `max_virtqueue_pairs`.
+//! VIRTIO_NET_F_MQ or VIRTIO_NET_F_RSS, when it is the device's `max_virtqueue_pairs`.
 
 use std::fmt;
 
@@ -30,10 +30,10 @@ impl QueueLayout {
     }
 
     /// The queues a driver uses once it accepted `negotiated`: every pair with
-    /// VIRTIO_NET_F_MQ, the first one without; the control queue after them with
-    /// VIRTIO_NET_F_CTRL_VQ.
+    /// VIRTIO_NET_F_MQ or VIRTIO_NET_F_RSS, the first one without; the control queue after
+    /// them with VIRTIO_NET_F_CTRL_VQ.
     pub fn in_use(max_pairs: u16, negotiated: u64) -> Self {
-        let pairs = if negotiated & features::MQ != 0 {
+        let pairs = if negotiated & (features::MQ | features::RSS) != 0 {
             max_pairs
         } else {
             1

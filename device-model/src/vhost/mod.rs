@@ -13,6 +13,16 @@
 //! the feature ([`Vhost::offer`], which the device applies through [`Dataplane::offer`]),
 //! and [`Vhost::fallbacks`] says which and why. Any other data feature it lacks does.
 //!
+//! Multiqueue: the device has no more queue pairs than the backend serves
+//! ([`Peer::max_pairs`]: vhost-net here serves one pair, a vhost-user backend as many as
+//! GET_QUEUE_NUM says), and offers VIRTIO_NET_F_MQ only with more than one. RSS and hash
+//! reports are never offered with a vhost backend: they are computed where frames are
+//! received, and the backend cannot see the device's RSS configuration.
+//! [`Vhost::check_pairs`] names what a run with several pairs loses that way. Every pair
+//! the driver set up is started at DRIVER_OK; VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET is answered
+//! by the device and not passed on as SET_VRING_ENABLE (a driver that sets up more pairs
+//! than it enables would find the backend steering frames to the others too).
+//!
 //! Kicks go straight from the driver to the backend: the queue's kick eventfd is the KVM
 //! ioeventfd of its notify slot (or, in-process, the one the transport signals). The
 //! backend's call eventfds are forwarded to the transport's interrupt by one small thread,
@@ -54,6 +64,10 @@ pub const DATA_FEATURES: u64 = net_features::MRG_RXBUF
 /// out and used. The device then does not offer them (the driver falls back to split rings,
 /// used out of order), and [`Vhost::fallbacks`] names them.
 pub const RING_FEATURES: u64 = virtio_features::RING_PACKED | virtio_features::IN_ORDER;
+
+/// Features the device never offers with a vhost backend: the hash is computed where frames
+/// are received, from the RSS configuration the device keeps.
+pub const DEVICE_ONLY_FEATURES: u64 = net_features::RSS | net_features::HASH_REPORT;
 
 /// A feature the device does not offer because its vhost backend lacks it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -127,6 +141,11 @@ pub trait Peer: Send {
 
     fn backend(&self) -> &Self::Backend;
 
+    /// Queue pairs the backend serves.
+    fn max_pairs(&self) -> u16 {
+        1
+    }
+
     /// Whether ring addresses go to the backend as our virtual addresses (vhost-user, per
     /// its spec) rather than guest-physical ones (the crate translates for vhost-net).
     const RINGS_BY_VIRTUAL_ADDRESS: bool;
@@ -147,6 +166,13 @@ pub trait Peer: Send {
 
     /// Stops the backend on queue `index`.
     fn detach(&mut self, index: usize) -> Result<(), Error>;
+
+    /// Returns once the backend has handled every request sent before. vhost-net's ioctls
+    /// are synchronous; a vhost-user backend answers requests in order, so one with a
+    /// reply will do.
+    fn settle(&mut self) -> Result<(), Error> {
+        Ok(())
+    }
 
     /// A descriptor that shows POLLHUP when the backend dies, if it can.
     fn connection(&self) -> Option<RawFd> {
@@ -224,10 +250,46 @@ impl<P: Peer> Vhost<P> {
         Ok(())
     }
 
+    /// Records, beside [`Vhost::check_features`]' findings, what a device of `pairs` queue
+    /// pairs configured to offer `wanted` does not offer with this backend: multiqueue
+    /// when the backend serves one pair, RSS and hash reports (see
+    /// [`DEVICE_ONLY_FEATURES`]). Nothing with one pair: the device offers none of them
+    /// then.
+    pub fn check_pairs(&self, wanted: u64, pairs: u16) {
+        if pairs < 2 {
+            return;
+        }
+        let mut lost = wanted & DEVICE_ONLY_FEATURES;
+        if self.peer.max_pairs() < 2 {
+            lost |= wanted & net_features::MULTIQUEUE;
+        }
+        let mut fallbacks = self.fallbacks.lock().unwrap_or_else(|e| e.into_inner());
+        for &(feature, bit) in &net_features::NAMES {
+            if lost & bit != 0 && !fallbacks.iter().any(|f| f.bit == bit) {
+                let f = Fallback {
+                    feature,
+                    bit,
+                    backend: P::NAME,
+                };
+                tracing::info!("not offered: {f}");
+                fallbacks.push(f);
+            }
+        }
+        if pairs > self.peer.max_pairs() {
+            tracing::info!(
+                "{} queue pairs configured, the {} backend serves {}: the device has {}",
+                pairs,
+                P::NAME,
+                self.peer.max_pairs(),
+                self.peer.max_pairs()
+            );
+        }
+    }
+
     /// What the device offers when it is configured to offer `wanted`: without the ring
-    /// features the backend lacks.
+    /// features the backend lacks, nor RSS and hash reports.
     pub fn offer(&self, wanted: u64) -> u64 {
-        wanted & !(RING_FEATURES & !self.features)
+        wanted & !(RING_FEATURES & !self.features) & !DEVICE_ONLY_FEATURES
     }
 
     /// The features the last [`Vhost::check_features`] found the device must not offer,
@@ -279,6 +341,10 @@ impl<P: Peer> Dataplane for Vhost<P> {
 
     fn offer(&self, wanted: u64) -> u64 {
         Vhost::offer(self, wanted)
+    }
+
+    fn max_pairs(&self) -> u16 {
+        self.peer.max_pairs()
     }
 
     fn start(
@@ -358,8 +424,16 @@ impl<P: Peer> Vhost<P> {
             self.step("SET_VRING_ADDR", b.set_vring_addr(i, &ring))?;
             self.step("SET_VRING_CALL", b.set_vring_call(i, call))?;
             self.step("SET_VRING_KICK", b.set_vring_kick(i, &aq.kick))?;
-            self.peer.attach(i)?;
         }
+        // Every ring set up before any starts: a backend serving several pairs sees them
+        // start together.
+        for aq in &queues {
+            self.peer.attach(usize::from(aq.index))?;
+        }
+        // The driver may use the rings once DRIVER_OK returns: every ring must be started
+        // by then (a backend that saw pair 0 start before pair 1 would steer the first
+        // frames of every flow to pair 0).
+        self.peer.settle()?;
         self.calls = Some(
             CallForwarder::spawn(calls, interrupt, self.peer.connection(), stats, P::NAME)
                 .map_err(io("starting the call forwarder"))?,

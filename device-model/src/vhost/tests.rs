@@ -128,10 +128,16 @@ fn a_backend_without_packed_rings_makes_the_device_offer_split_ones_and_say_why(
         ]
     );
     assert_eq!(v.fallbacks()[0].bit, virtio_features::RING_PACKED);
-    assert_eq!(v.offer(nf::DEFAULT), nf::DEFAULT & !RING_FEATURES);
+    assert_eq!(
+        v.offer(nf::DEFAULT),
+        nf::DEFAULT & !RING_FEATURES & !DEVICE_ONLY_FEATURES
+    );
     // The device applies it: a driver is not offered what the backend cannot serve.
     let net = Net::with_backend(NetConfig::default(), Backend::Vhost(Box::new(v)));
-    assert_eq!(net.features(), nf::DEFAULT & !RING_FEATURES);
+    assert_eq!(
+        net.features(),
+        nf::DEFAULT & !RING_FEATURES & !nf::MULTIQUEUE
+    );
 
     // In-order alone (as newer vhost-net kernels have it) is kept.
     let v = vhost(DATA_FEATURES & !virtio_features::RING_PACKED);
@@ -139,7 +145,7 @@ fn a_backend_without_packed_rings_makes_the_device_offer_split_ones_and_say_why(
     assert_eq!(v.fallbacks().len(), 1);
     assert_eq!(
         v.offer(nf::DEFAULT),
-        nf::DEFAULT & !virtio_features::RING_PACKED
+        nf::DEFAULT & !virtio_features::RING_PACKED & !DEVICE_ONLY_FEATURES
     );
     // Withheld by the run: nothing to fall back from.
     v.check_features(nf::DEFAULT & !virtio_features::RING_PACKED)
@@ -159,7 +165,34 @@ fn a_backend_lacking_another_data_feature_still_fails_the_run() {
     let v = vhost(DATA_FEATURES);
     v.check_features(nf::DEFAULT).unwrap();
     assert!(v.fallbacks().is_empty());
-    assert_eq!(v.offer(nf::DEFAULT), nf::DEFAULT);
+    assert_eq!(v.offer(nf::DEFAULT), nf::DEFAULT & !DEVICE_ONLY_FEATURES);
+}
+
+#[test]
+fn a_backend_serving_one_pair_takes_multiqueue_rss_and_hash_reports_away() {
+    let v = vhost(DATA_FEATURES);
+    v.check_features(nf::DEFAULT).unwrap();
+    // One pair: none of them would be offered anyway; nothing to say.
+    v.check_pairs(nf::DEFAULT, 1);
+    assert!(v.fallbacks().is_empty());
+    v.check_pairs(nf::DEFAULT, 4);
+    let why: Vec<String> = v.fallbacks().iter().map(|f| f.to_string()).collect();
+    assert_eq!(
+        why,
+        [
+            "mq: the vhost-fake backend does not offer it",
+            "rss: the vhost-fake backend does not offer it",
+            "hash_report: the vhost-fake backend does not offer it"
+        ]
+    );
+    let cfg = NetConfig {
+        max_queue_pairs: 4,
+        ..NetConfig::default()
+    };
+    let net = Net::with_backend(cfg, Backend::Vhost(Box::new(v)));
+    assert_eq!(net.max_pairs(), 1, "no more pairs than the backend serves");
+    assert_eq!(net.queue_max_sizes().len(), 3);
+    assert_eq!(net.features() & nf::MULTIQUEUE, 0);
 }
 
 #[derive(Default)]
@@ -211,13 +244,17 @@ fn packed_rings_go_to_the_backend_with_their_wrap_counters_in_the_base() {
     assert!(mem.address_in_range(GuestAddress(u1)));
 }
 
-/// A sink that keeps what it is given.
+/// A sink that keeps what it is given, and the queue pair each frame left on.
 #[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<Vec<u8>>>>);
+struct Capture(Arc<Mutex<Vec<Vec<u8>>>>, Arc<Mutex<Vec<u16>>>);
 
 impl crate::endpoint::Sink for Capture {
     fn put(&mut self, frame: &[u8]) -> Result<(), crate::endpoint::SinkError> {
+        self.put_on(frame, 0)
+    }
+    fn put_on(&mut self, frame: &[u8], queue: u16) -> Result<(), crate::endpoint::SinkError> {
         self.0.lock().unwrap().push(frame.to_vec());
+        self.1.lock().unwrap().push(queue);
         Ok(())
     }
     fn frames(&self) -> u64 {
@@ -307,7 +344,7 @@ fn our_vhost_user_backend_serves_packed_rings_in_order() {
     let mut v = Vhost::new(UserNet::connect(&socket).unwrap()).unwrap();
     v.check_features(nf::DEFAULT).unwrap();
     assert!(v.fallbacks().is_empty(), "our backend has packed rings");
-    assert_eq!(v.offer(nf::DEFAULT), nf::DEFAULT);
+    assert_eq!(v.offer(nf::DEFAULT), nf::DEFAULT & !DEVICE_ONLY_FEATURES);
     let negotiated = nf::MRG_RXBUF
         | virtio_features::VERSION_1
         | virtio_features::RING_EVENT_IDX
@@ -387,4 +424,145 @@ fn our_vhost_user_backend_serves_packed_rings_in_order() {
     let served = backend.join().unwrap().unwrap();
     assert_eq!((served.stats.tx_frames, served.stats.rx_delivered), (6, 1));
     assert!(stats.failure().is_none());
+}
+
+/// A TCP/IPv4 frame from `src`:`sport` to `dst`:`dport`.
+fn tcp4(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Vec<u8> {
+    let mut f = vec![
+        0x52, 0x54, 0, 0x12, 0x34, 0x56, 2, 0, 0, 0, 0, 9, 0x08, 0x00,
+    ];
+    f.extend([0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0]);
+    f.extend(src);
+    f.extend(dst);
+    f.extend(sport.to_be_bytes());
+    f.extend(dport.to_be_bytes());
+    f.extend([0; 16]);
+    f
+}
+
+#[test]
+fn our_vhost_user_backend_serves_every_pair_the_frontend_enables() {
+    use crate::endpoint::{loopback, Sink};
+    use crate::queue::testing::Driver;
+    use crate::vhost::user::UserNet;
+    use crate::vhost::user_backend::{serve, BackendConfig, MAX_PAIRS};
+    use crate::virtio::{Activation, Health};
+
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("backend.sock");
+    let (source, mut input) = loopback();
+    let output = Capture::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let backend = {
+        let (socket, output, stop) = (socket.clone(), output.clone(), stop.clone());
+        let cfg = BackendConfig {
+            queue_size: 256,
+            ..BackendConfig::default()
+        };
+        std::thread::spawn(move || {
+            serve(
+                &socket,
+                cfg,
+                Box::new(source),
+                Box::new(output),
+                None,
+                &stop,
+            )
+        })
+    };
+    wait_for("the backend's socket", || socket.exists().then_some(()));
+
+    let v = Vhost::new(UserNet::connect(&socket).unwrap()).unwrap();
+    assert_eq!(
+        v.peer().pairs(),
+        MAX_PAIRS,
+        "GET_QUEUE_NUM, over the MQ extension"
+    );
+    v.check_features(nf::DEFAULT).unwrap();
+    v.check_pairs(nf::DEFAULT, 2);
+    let lost: Vec<&str> = v.fallbacks().iter().map(|f| f.feature).collect();
+    assert_eq!(lost, ["rss", "hash_report"], "multiqueue is served");
+    let cfg = NetConfig {
+        max_queue_pairs: 2,
+        ..NetConfig::default()
+    };
+    let mut net = Net::with_backend(cfg, Backend::Vhost(Box::new(v)));
+    assert_eq!(net.max_pairs(), 2);
+    assert_eq!(net.features() & nf::MULTIQUEUE, nf::MQ);
+
+    // DRIVER_OK with both pairs and the control queue set up.
+    let mem = Arc::new(shared_ram());
+    let at = |k: u64| 0x1000 * (k + 1);
+    let mut rx = [Driver::new(&mem, at(0), 8), Driver::new(&mem, at(2), 8)];
+    let mut tx = [Driver::new(&mem, at(1), 8), Driver::new(&mem, at(3), 8)];
+    let ctrl = Driver::new(&mem, at(4), 8);
+    let kicks: Vec<EventFd> = (0..5)
+        .map(|_| EventFd::new(EFD_NONBLOCK).unwrap())
+        .collect();
+    let active = |d: &Driver, index: u16| {
+        Some(ActiveQueue {
+            index,
+            queue: Box::new(d.queue(true)),
+            kick: kicks[usize::from(index)].try_clone().unwrap(),
+        })
+    };
+    let queues = vec![
+        active(&rx[0], 0),
+        active(&tx[0], 1),
+        active(&rx[1], 2),
+        active(&tx[1], 3),
+        active(&ctrl, 4),
+    ];
+    net.activate(Activation {
+        mem: mem.clone(),
+        features: virtio_features::VERSION_1 | nf::MQ | nf::CTRL_VQ,
+        queues,
+        interrupt: Arc::new(Irqs::default()),
+        health: Arc::new(Health::default()),
+    })
+    .unwrap();
+
+    // Both transmit queues, pair 0's chain made available first: served in pair order, the
+    // sink told which queue each frame left on.
+    let hdr = [0u8; crate::net::NET_HDR_LEN];
+    for (p, t) in tx.iter_mut().enumerate() {
+        let base = 0x40000 + 0x1000 * p as u64;
+        mem.write_slice(&hdr, GuestAddress(base)).unwrap();
+        mem.write_slice(&[p as u8; 60], GuestAddress(base + 0x100))
+            .unwrap();
+        t.chain(&[(base, hdr.len() as u32, false), (base + 0x100, 60, false)]);
+    }
+    kicks[3].write(1).unwrap();
+    wait_for("two frames out", || (output.frames() == 2).then_some(()));
+    assert_eq!(*output.1.lock().unwrap(), [0, 1]);
+    assert_eq!(output.0.lock().unwrap()[1], [1u8; 60]);
+
+    // Received frames spread over both pairs by automatic steering (the backend has no
+    // RSS configuration): the TCP hashes 0x51ccc178 and 0xafc7327f, modulo 2.
+    let frames = [
+        tcp4([66, 9, 149, 187], 2794, [161, 142, 100, 80], 1766),
+        tcp4([38, 27, 205, 30], 48228, [209, 142, 163, 6], 2217),
+    ];
+    for (p, r) in rx.iter_mut().enumerate() {
+        r.chain(&[(0x50000 + 0x1000 * p as u64, 2048, true)]);
+    }
+    for f in &frames {
+        input.put(f).unwrap();
+    }
+    kicks[0].write(1).unwrap();
+    for (p, r) in rx.iter_mut().enumerate() {
+        let got = wait_for("a received frame", || {
+            let w = r.written();
+            (!w.is_empty()).then_some(w)
+        });
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0][hdr.len()..], frames[p][..], "pair {p}");
+    }
+
+    let (_, stopped) = net.shutdown();
+    stopped.unwrap();
+    drop(net);
+    let served = backend.join().unwrap().unwrap();
+    assert_eq!(served.stats.tx_frames_per_queue[..2], [1, 1]);
+    assert_eq!(served.stats.rx_delivered_per_queue[..2], [1, 1]);
 }

@@ -9,6 +9,13 @@
 //! notifications back on. The engine's state sits behind a mutex taken per poll, so the
 //! protocol thread is never kept waiting for long.
 //!
+//! Several queue pairs: the backend has [`MAX_PAIRS`] (VHOST_USER_PROTOCOL_F_MQ,
+//! GET_QUEUE_NUM), all served by one worker thread in a fixed order, and serves the first
+//! pairs whose rings the frontend set up and enabled (SET_VRING_ENABLE); a disabled ring
+//! is left alone. With no control queue of its own (the frontend keeps it, with any RSS
+//! configuration), frames are spread over those pairs by the device's automatic steering
+//! ([`crate::net::steering`]).
+//!
 //! Packed rings (VIRTIO_F_RING_PACKED) and in-order use (VIRTIO_F_IN_ORDER) are served
 //! too. The crate's vrings hold `virtio-queue`'s split queue, which keeps what the frontend
 //! set (size, addresses, base, readiness); a packed ring is served by a [`PackedQueue`]
@@ -37,7 +44,7 @@ use vmm_sys_util::event::{
 use super::relay::{self, Daemon};
 use super::DATA_FEATURES;
 use crate::endpoint::{Sink, SinkError, Source};
-use crate::net::datapath::{DatapathEnd, Engine, EngineParts, Fatal};
+use crate::net::datapath::{DatapathEnd, Engine, EngineParts, Fatal, RxRings};
 use crate::net::{NetConfig, NetShared, NetStats, QueueLayout};
 use crate::queue::{
     DeviceQueue, Layout, PackedQueue, RingAddresses, RingConfig, RingPosition, SplitQueue,
@@ -49,12 +56,12 @@ type Vring = VringRwLock<Gm>;
 
 /// Polls without work before the handler re-enables notifications and returns.
 const IDLE_POLLS: u32 = 20_000;
-/// Queue pairs the backend serves.
-const PAIRS: u16 = 1;
+/// Queue pairs the backend has: a frontend uses as many of them as it sets up and enables.
+pub const MAX_PAIRS: u16 = 8;
 
 /// The data queues: the pairs, without a control queue (the frontend keeps that).
 fn layout() -> QueueLayout {
-    QueueLayout::offered(PAIRS, 0)
+    QueueLayout::offered(MAX_PAIRS, 0)
 }
 
 /// Epoll token for the source's descriptor: the crate's are the queues' indexes, then the
@@ -193,23 +200,19 @@ fn live(v: &VringState<Gm>) -> bool {
     v.is_enabled() && v.get_queue().ready()
 }
 
-/// The device side of `vring` (queue `index`) for the features `acked`: its split queue,
-/// or the packed ring over its settings (built, or built again when they changed).
+/// The device side of `vring` for the features `acked`: its split queue, or the packed
+/// ring over its settings, kept in `slot` (built, or built again when they changed).
 fn ring<'a>(
-    packed: &'a mut [Option<PackedRing>],
+    slot: &'a mut Option<PackedRing>,
     acked: u64,
     mem: &Memory,
-    index: usize,
     vring: &'a mut VringState<Gm>,
 ) -> Result<Ring<'a>, Fatal> {
     let in_order = acked & virtio_features::IN_ORDER != 0;
-    let slot = match packed.get_mut(index) {
-        Some(slot) if acked & virtio_features::RING_PACKED != 0 => slot,
-        _ => {
-            let q = SplitQueue::wrap(vring.get_queue_mut()).with_in_order(in_order);
-            return Ok(Ring::Split(q));
-        }
-    };
+    if acked & virtio_features::RING_PACKED == 0 {
+        let q = SplitQueue::wrap(vring.get_queue_mut()).with_in_order(in_order);
+        return Ok(Ring::Split(q));
+    }
     let q = vring.get_queue();
     let addresses = RingAddresses {
         desc: q.desc_table(),
@@ -242,6 +245,18 @@ fn ring<'a>(
         None => Err(Fatal::Vring(crate::queue::Error::Ring(
             virtio_queue::Error::QueueNotReady,
         ))),
+    }
+}
+
+/// The receive rings of a poll, pair k's at k (queue index 2k).
+struct RxSet<'r, 'a>(&'r mut Vec<Ring<'a>>);
+
+impl RxRings for RxSet<'_, '_> {
+    fn count(&self) -> usize {
+        self.0.len()
+    }
+    fn ring(&mut self, pair: usize) -> (u16, &mut dyn DeviceQueue) {
+        ((2 * pair) as u16, self.0[pair].queue())
     }
 }
 
@@ -290,7 +305,7 @@ impl NetBackend {
             inner: Arc::new(Inner {
                 cfg,
                 exit: new_event_consumer_and_notifier(EventFlag::NONBLOCK)?,
-                stats: Arc::default(),
+                stats: Arc::new(NetStats::new(MAX_PAIRS)),
                 shared: NetShared::new(&net_cfg),
                 state: Mutex::new(State {
                     acked: 0,
@@ -327,6 +342,7 @@ impl NetBackend {
             };
             let cfg = NetConfig {
                 max_frame: self.inner.cfg.max_frame,
+                max_queue_pairs: MAX_PAIRS,
                 ..NetConfig::default()
             };
             st.engine = Some(Engine::new(parts, &cfg));
@@ -334,8 +350,9 @@ impl NetBackend {
         st.engine.as_mut()
     }
 
-    /// One poll of every queue pair; returns the work done and whether rx lacked buffers,
-    /// per pair.
+    /// One poll of the pairs served (the first ones whose rings are live): their transmit
+    /// queues in order, then the source's frames to their receive queues. Returns the work
+    /// done (`None`: nothing can be served) and whether rx lacked buffers, per pair.
     fn poll(&self, vrings: &[Vring], starved: &mut [bool]) -> Result<Option<usize>, Fatal> {
         let mut st = self.state();
         let calls = st.calls.clone();
@@ -356,29 +373,42 @@ impl NetBackend {
         if engine.health().needs_reset() {
             return Ok(None);
         }
-        let mut work = 0;
-        for (pair, starved) in (0..layout().pairs()).zip(starved) {
-            let (rx_index, tx_index) = (QueueLayout::rx(pair), QueueLayout::tx(pair));
-            let (ri, ti) = (usize::from(rx_index), usize::from(tx_index));
-            let (Some(rx), Some(tx)) = (vrings.get(ri), vrings.get(ti)) else {
-                return Ok(None);
-            };
-            let mut rx = rx.get_mut();
-            let mut tx = tx.get_mut();
+        // The rings of the pairs served, locked in index order for the poll.
+        let mut held = Vec::new();
+        for pair in vrings.chunks_exact(2).take(usize::from(layout().pairs())) {
+            let (rx, tx) = (pair[0].get_mut(), pair[1].get_mut());
             if !(live(&rx) && live(&tx)) {
-                return Ok(None);
+                break;
             }
-            let mut q = ring(packed, acked, &mem, ti, &mut tx)?;
-            work += engine.process_tx(tx_index, q.queue())?;
-            drop(q);
-            sync_base(packed, ti, &mut tx);
-            let mut q = ring(packed, acked, &mem, ri, &mut rx)?;
-            let (rx_done, rx_starved) = engine.process_rx(rx_index, q.queue())?;
-            drop(q);
-            sync_base(packed, ri, &mut rx);
-            work += rx_done;
-            *starved = rx_starved;
+            held.push(rx);
+            held.push(tx);
         }
+        let pairs = held.len() / 2;
+        if pairs == 0 {
+            return Ok(None);
+        }
+        engine.serve_pairs(pairs as u16);
+        let mut work = 0;
+        let mut rx_rings = Vec::with_capacity(pairs);
+        let rings = held.iter_mut().zip(packed.iter_mut());
+        for (index, (vring, slot)) in rings.enumerate().take(2 * pairs) {
+            let mut q = ring(slot, acked, &mem, vring)?;
+            if index % 2 == 1 {
+                work += engine.process_tx(index as u16, q.queue())?;
+            } else {
+                rx_rings.push(q);
+            }
+        }
+        let (rx_done, rx_starved) = engine.process_rx_pairs(&mut RxSet(&mut rx_rings))?;
+        drop(rx_rings);
+        work += rx_done;
+        for (index, vring) in held.iter_mut().enumerate().take(2 * pairs) {
+            sync_base(packed, index, vring);
+        }
+        for (k, s) in starved.iter_mut().enumerate() {
+            *s = rx_starved == Some(k);
+        }
+        drop(held);
         drop(st);
         for (q, pending) in calls.queues.iter().enumerate() {
             if pending.swap(false, Ordering::AcqRel) {
@@ -414,7 +444,10 @@ impl NetBackend {
             if !live(&v) {
                 continue;
             }
-            let mut q = ring(packed, acked, &mem, i, &mut v)?;
+            let Some(slot) = packed.get_mut(i) else {
+                continue;
+            };
+            let mut q = ring(slot, acked, &mem, &mut v)?;
             let q = q.queue();
             if on {
                 pending |= q.enable_notification(&mem).map_err(Fatal::Vring)?;
@@ -510,7 +543,13 @@ impl VhostUserBackend for NetBackend {
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
-        VhostUserProtocolFeatures::REPLY_ACK
+        VhostUserProtocolFeatures::REPLY_ACK | VhostUserProtocolFeatures::MQ
+    }
+
+    /// One worker thread serves every queue, in a fixed order: the output does not depend
+    /// on how threads are scheduled.
+    fn queues_per_thread(&self) -> Vec<u64> {
+        vec![(1u64 << self.num_queues()) - 1]
     }
 
     /// GET_VRING_BASE stops the ring: a packed one is built again from what the frontend

@@ -202,6 +202,7 @@ pub fn prepare(
             let tap = Arc::new(Tap::open(name, NET_HDR_LEN, net.max_frame)?);
             let vhost = Vhost::new(KernelNet::open(mem.clone(), tap.clone())?)?;
             vhost.check_features(net.features)?;
+            vhost.check_pairs(net.features, net.max_queue_pairs);
             let fallbacks = fallbacks(&vhost);
             let harness = TapHarness::new(name, frames, true, None, device, out)?
                 .with_marker_back(marker_back);
@@ -240,6 +241,7 @@ pub fn prepare(
             };
             let vhost = Vhost::new(UserNet::connect(&socket)?)?;
             vhost.check_features(net.features)?;
+            vhost.check_pairs(net.features, net.max_queue_pairs);
             let fallbacks = fallbacks(&vhost);
             let harness = match tap {
                 Some(name) => {

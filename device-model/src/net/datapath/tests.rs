@@ -10,7 +10,7 @@ use super::*;
 use crate::endpoint::{loopback, SinkError};
 use crate::net::chain::{ChainError, MAX_TX_CHAIN};
 use crate::net::ctrl::{class, BadData, Refusal};
-use crate::net::NET_HDR_LEN;
+use crate::net::{rss, NET_HDR_LEN};
 use crate::queue::testing::{ram, Driver, PackedDriver, F_NEXT, F_WRITE, RAM};
 use crate::queue::SplitQueue;
 use crate::virtio::features::VERSION_1;
@@ -53,13 +53,17 @@ impl Irqs {
     }
 }
 
-/// A sink that keeps what it is given.
+/// A sink that keeps what it is given, and the queue pair each frame left on.
 #[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<Vec<u8>>>>);
+struct Capture(Arc<Mutex<Vec<Vec<u8>>>>, Arc<Mutex<Vec<u16>>>);
 
 impl Sink for Capture {
     fn put(&mut self, frame: &[u8]) -> Result<(), SinkError> {
+        self.put_on(frame, 0)
+    }
+    fn put_on(&mut self, frame: &[u8], queue: u16) -> Result<(), SinkError> {
         self.0.lock().unwrap().push(frame.to_vec());
+        self.1.lock().unwrap().push(queue);
         Ok(())
     }
     fn frames(&self) -> u64 {
@@ -85,11 +89,19 @@ struct Rig {
 
 impl Rig {
     fn new(negotiated: u64) -> Self {
+        Self::with_pairs(negotiated, 1)
+    }
+
+    /// A device of `pairs` pairs, the driver having set up all of them.
+    fn with_pairs(negotiated: u64, pairs: u16) -> Self {
         let mem = Arc::new(ram());
-        let cfg = NetConfig::default();
+        let cfg = NetConfig {
+            max_queue_pairs: pairs,
+            ..NetConfig::default()
+        };
         let (source, input) = loopback();
         let output = Capture::default();
-        let stats = Arc::new(NetStats::default());
+        let stats = Arc::new(NetStats::new(pairs));
         let shared = NetShared::new(&cfg);
         let irqs = Arc::new(Irqs::default());
         let health = Arc::new(Health::default());
@@ -103,8 +115,10 @@ impl Rig {
             stats: stats.clone(),
             shared: shared.clone(),
         };
+        let mut engine = Engine::new(parts, &cfg);
+        engine.set_ready_pairs(pairs);
         Self {
-            engine: Engine::new(parts, &cfg),
+            engine,
             mem,
             input: Box::new(input),
             output,
@@ -390,7 +404,14 @@ fn without_vlan_filtering_every_vlan_passes_and_vlan_commands_are_refused() {
         ctrl::ERR
     );
     assert_eq!(
-        ctrl::handle(&mut RxFilter::new(false), FILTERING, class::VLAN, 0, &vid),
+        ctrl::handle(
+            &mut RxFilter::new(false),
+            &mut Steering::new(1),
+            FILTERING,
+            class::VLAN,
+            0,
+            &vid
+        ),
         Err(Refusal::NotNegotiated {
             class: class::VLAN,
             cmd: 0,
@@ -578,6 +599,7 @@ fn bad_command_data_is_refused_with_a_typed_reason() {
     let mut f = RxFilter::new(true);
     let refused = |f: &mut RxFilter, cls, cmd, data: &[u8]| match ctrl::handle(
         f,
+        &mut Steering::new(1),
         FILTERING | features::CTRL_VLAN | features::CTRL_MAC_ADDR,
         cls,
         cmd,
@@ -610,7 +632,8 @@ fn bad_command_data_is_refused_with_a_typed_reason() {
         why.to_string(),
         "unicast table: 2 entries need 12 bytes, 3 left"
     );
-    let e = ctrl::handle(&mut f, FILTERING, class::MAC, 0, &[0, 0, 0, 0]).unwrap_err();
+    let mut s = Steering::new(1);
+    let e = ctrl::handle(&mut f, &mut s, FILTERING, class::MAC, 0, &[0, 0, 0, 0]).unwrap_err();
     assert_eq!(
         e.to_string(),
         "class 1 command 0: multicast table: the table ends before its entry count"
@@ -831,4 +854,373 @@ fn hostile_packed_chains_are_typed_counted_and_returned_empty() {
     assert_eq!(used[3], (good, (HDR + 60) as u32));
     assert_eq!(r.count(|s| &s.rx_malformed), 3);
     assert_eq!(r.count(|s| &s.rx_delivered), 1);
+}
+
+// Several queue pairs: steering, hash reports, the order of transmit queues.
+
+const MQ_NEGOTIATED: u64 =
+    VERSION_1 | features::CTRL_VQ | features::MQ | features::RSS | features::HASH_REPORT;
+const HASH_HDR: usize = crate::net::NET_HDR_LEN_HASH;
+
+/// Where pair k's queues are (the first pair's and the control queue's are the tests' usual
+/// ones), and its receive buffers.
+fn rx_ring(pair: u16) -> u64 {
+    if pair == 0 {
+        RX_RING
+    } else {
+        0x3000 + 0x2000 * u64::from(pair)
+    }
+}
+fn tx_ring(pair: u16) -> u64 {
+    if pair == 0 {
+        TX_RING
+    } else {
+        rx_ring(pair) + 0x1000
+    }
+}
+fn rx_bufs_of(pair: u16) -> u64 {
+    RX_BUF + 0x8000 * u64::from(pair)
+}
+
+/// A TCP/IPv4 frame of Microsoft's verification vectors: (source, source port,
+/// destination, destination port, IPv4 hash, TCP hash under the default key).
+type Vector = ([u8; 4], u16, [u8; 4], u16, u32, u32);
+const VECTORS: [Vector; 5] = [
+    (
+        [66, 9, 149, 187],
+        2794,
+        [161, 142, 100, 80],
+        1766,
+        0x323e8fc2,
+        0x51ccc178,
+    ),
+    (
+        [199, 92, 111, 2],
+        14230,
+        [65, 69, 140, 83],
+        4739,
+        0xd718262a,
+        0xc626b0ea,
+    ),
+    (
+        [24, 19, 198, 95],
+        12898,
+        [12, 22, 207, 184],
+        38024,
+        0xd2d0a5de,
+        0x5c2b394a,
+    ),
+    (
+        [38, 27, 205, 30],
+        48228,
+        [209, 142, 163, 6],
+        2217,
+        0x82989176,
+        0xafc7327f,
+    ),
+    (
+        [153, 39, 163, 191],
+        44251,
+        [202, 188, 127, 2],
+        1303,
+        0x5d1809c5,
+        0x10e828a2,
+    ),
+];
+
+fn tcp4(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Vec<u8> {
+    let mut f = OWN.to_vec();
+    f.extend([0x02, 0, 0, 0, 0, 9, 0x08, 0x00]);
+    f.extend([0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0]);
+    f.extend(src);
+    f.extend(dst);
+    f.extend(sport.to_be_bytes());
+    f.extend(dport.to_be_bytes());
+    f.extend([0; 16]);
+    f
+}
+
+fn vector(i: usize) -> Vec<u8> {
+    let (src, sport, dst, dport, _, _) = VECTORS[i];
+    tcp4(src, sport, dst, dport)
+}
+
+fn rss_config(types: u32, table: &[u16], max_tx_vq: u16) -> Vec<u8> {
+    let mut b = types.to_le_bytes().to_vec();
+    b.extend((table.len() as u16 - 1).to_le_bytes());
+    b.extend(0u16.to_le_bytes());
+    table.iter().for_each(|q| b.extend(q.to_le_bytes()));
+    b.extend(max_tx_vq.to_le_bytes());
+    b.push(40);
+    b.extend(crate::net::steering::DEFAULT_KEY);
+    b
+}
+
+/// Serves the receive queues `qs` (pair k's at k) once.
+fn rx_pass(r: &mut Rig, qs: &mut [SplitQueue]) -> (usize, Option<usize>) {
+    let mut rings: Vec<(u16, &mut dyn DeviceQueue)> = qs
+        .iter_mut()
+        .enumerate()
+        .map(|(k, q)| ((2 * k) as u16, q as &mut dyn DeviceQueue))
+        .collect();
+    r.engine.process_rx_pairs(&mut rings[..]).unwrap()
+}
+
+/// The header and frame of each chain used since the last call.
+fn received_with_headers(rx: &mut Driver) -> Vec<(Vec<u8>, Vec<u8>)> {
+    rx.written()
+        .into_iter()
+        .map(|b| (b[..HASH_HDR].to_vec(), b[HASH_HDR..].to_vec()))
+        .collect()
+}
+
+#[test]
+fn rss_steers_each_frame_to_the_queue_its_table_entry_names_with_the_hash_in_its_header() {
+    let mut r = Rig::with_pairs(MQ_NEGOTIATED, 4);
+    let mem = r.mem.clone();
+    let mut ctrl = Driver::new(&mem, CTRL_RING, 16);
+    let mut cq = ctrl.queue(false);
+    assert_eq!(
+        command(
+            &mut r,
+            &mut ctrl,
+            &mut cq,
+            class::MQ,
+            0,
+            &4u16.to_le_bytes()
+        ),
+        ctrl::OK
+    );
+    let table: Vec<u16> = (0..128).map(|i| i % 4).collect();
+    let cfg = rss_config(rss::hash_type::TCPV4 | rss::hash_type::IPV4, &table, 4);
+    assert_eq!(
+        command(&mut r, &mut ctrl, &mut cq, class::MQ, 1, &cfg),
+        ctrl::OK
+    );
+    let frames: Vec<Vec<u8>> = (0..5).map(vector).collect();
+    r.inject(&frames);
+    let mut rx: Vec<Driver> = (0..4).map(|p| Driver::new(&mem, rx_ring(p), 16)).collect();
+    for (p, d) in rx.iter_mut().enumerate() {
+        rx_buffers(d, rx_bufs_of(p as u16), 4, 2048);
+    }
+    let mut qs: Vec<SplitQueue> = rx.iter().map(|d| d.queue(false)).collect();
+    assert_eq!(rx_pass(&mut r, &mut qs), (5, None));
+    // The table's entry (hash & 127) is (hash & 127) % 4: hash % 4.
+    let mut want: Vec<Vec<(Vec<u8>, Vec<u8>)>> = vec![Vec::new(); 4];
+    for (i, &(_, _, _, _, _, tcp)) in VECTORS.iter().enumerate() {
+        let mut hdr = vec![0u8; HASH_HDR];
+        hdr[10..12].copy_from_slice(&1u16.to_le_bytes());
+        hdr[12..16].copy_from_slice(&tcp.to_le_bytes());
+        hdr[16..18].copy_from_slice(&(rss::Report::Tcpv4 as u16).to_le_bytes());
+        want[(tcp % 4) as usize].push((hdr, frames[i].clone()));
+    }
+    for (p, d) in rx.iter_mut().enumerate() {
+        assert_eq!(received_with_headers(d), want[p], "pair {p}");
+    }
+    assert_eq!(r.stats.snapshot().rx_delivered_per_queue, [1, 0, 3, 1]);
+    // The header of the first vector, byte by byte: num_buffers 1, hash 0x51ccc178,
+    // report 2 (TCPv4), padding.
+    assert_eq!(
+        want[0][0].0,
+        [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0x78, 0xc1, 0xcc, 0x51, 2, 0, 0, 0]
+    );
+}
+
+#[test]
+fn a_frame_waits_for_a_buffer_of_its_own_queue_and_the_frames_behind_it_wait_too() {
+    let mut r = Rig::with_pairs(MQ_NEGOTIATED, 2);
+    let mem = r.mem.clone();
+    let mut ctrl = Driver::new(&mem, CTRL_RING, 16);
+    let mut cq = ctrl.queue(false);
+    // Everything TCP to pair 1, the rest (unclassified) to pair 0.
+    let cfg = rss_config(rss::hash_type::TCPV4, &[1], 2);
+    assert_eq!(
+        command(&mut r, &mut ctrl, &mut cq, class::MQ, 1, &cfg),
+        ctrl::OK
+    );
+    let other = frame(OWN, 80, None);
+    r.inject(&[vector(0), other.clone()]);
+    let mut rx0 = Driver::new(&mem, rx_ring(0), 16);
+    let mut rx1 = Driver::new(&mem, rx_ring(1), 16);
+    rx_buffers(&mut rx0, rx_bufs_of(0), 4, 2048);
+    let mut qs = vec![rx0.queue(false), rx1.queue(false)];
+    assert_eq!(rx_pass(&mut r, &mut qs), (0, Some(1)));
+    assert!(rx0.used().is_empty(), "the frame behind waits in order");
+    rx_buffers(&mut rx1, rx_bufs_of(1), 1, 2048);
+    assert_eq!(rx_pass(&mut r, &mut qs), (2, None));
+    let got1 = received_with_headers(&mut rx1);
+    assert_eq!(got1.len(), 1);
+    assert_eq!(got1[0].1, vector(0));
+    assert_eq!(got1[0].0[12..16], 0x51cc_c178u32.to_le_bytes());
+    let got0 = received_with_headers(&mut rx0);
+    assert_eq!(got0.len(), 1);
+    assert_eq!(got0[0].1, other);
+    assert_eq!(got0[0].0[12..20], [0; 8], "not hashed: hash 0, report none");
+}
+
+#[test]
+fn the_hash_config_reports_hashes_on_one_pair_and_nothing_before_it() {
+    let negotiated = VERSION_1 | features::CTRL_VQ | features::HASH_REPORT;
+    let mut r = Rig::new(negotiated);
+    let mem = r.mem.clone();
+    let mut rx = Driver::new(&mem, RX_RING, 16);
+    rx_buffers(&mut rx, RX_BUF, 4, 2048);
+    let mut q = rx.queue(false);
+    r.inject(&[vector(1)]);
+    assert_eq!(r.engine.process_rx(RX, &mut q).unwrap(), (1, false));
+    let got = received_with_headers(&mut rx);
+    assert_eq!(
+        got[0].0[10..],
+        [1, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        "no hash yet"
+    );
+    let mut ctrl = Driver::new(&mem, CTRL_RING, 16);
+    let mut cq = ctrl.queue(false);
+    let mut cfg = rss::hash_type::IPV4.to_le_bytes().to_vec();
+    cfg.extend([0; 8]);
+    cfg.push(40);
+    cfg.extend(crate::net::steering::DEFAULT_KEY);
+    assert_eq!(
+        command(&mut r, &mut ctrl, &mut cq, class::MQ, 2, &cfg),
+        ctrl::OK
+    );
+    // RSS and multiqueue commands need their features.
+    assert_eq!(
+        command(
+            &mut r,
+            &mut ctrl,
+            &mut cq,
+            class::MQ,
+            0,
+            &1u16.to_le_bytes()
+        ),
+        ctrl::ERR
+    );
+    r.inject(&[vector(1)]);
+    assert_eq!(r.engine.process_rx(RX, &mut q).unwrap(), (1, false));
+    let got = received_with_headers(&mut rx);
+    assert_eq!(
+        got[0].0[12..16],
+        VECTORS[1].4.to_le_bytes(),
+        "the IPv4 hash"
+    );
+    assert_eq!(
+        got[0].0[16..20],
+        [1, 0, 0, 0],
+        "VIRTIO_NET_HASH_REPORT_IPv4"
+    );
+    assert_eq!(got[0].1, vector(1));
+}
+
+/// Makes `frame` (behind a `hdr_len`-byte header) available on `tx`, its bytes at `at`.
+fn send(r: &Rig, tx: &mut Driver, at: u64, hdr_len: usize, frame: &[u8]) -> u16 {
+    r.mem
+        .write_slice(&vec![0; hdr_len], GuestAddress(at))
+        .unwrap();
+    r.mem
+        .write_slice(frame, GuestAddress(at + hdr_len as u64))
+        .unwrap();
+    tx.chain(&[(at, (hdr_len + frame.len()) as u32, false)])
+}
+
+#[test]
+fn transmit_queues_are_served_in_pair_order_and_the_sink_learns_each_frames_queue() {
+    let mut r = Rig::with_pairs(MQ_NEGOTIATED, 3);
+    let mem = r.mem.clone();
+    let mut ctrl = Driver::new(&mem, CTRL_RING, 16);
+    let mut cq = ctrl.queue(false);
+    let mut tx: Vec<Driver> = (0..3).map(|p| Driver::new(&mem, tx_ring(p), 16)).collect();
+    // Pair 2 first, then 1, then 0, as a driver might fill them.
+    for p in (0..3u16).rev() {
+        for k in 0..2u64 {
+            let f = frame(OTHER, 60 + 10 * usize::from(p) + k as usize, None);
+            let at = TX_BUF + 0x4000 * u64::from(p) + 0x1000 * k;
+            send(&r, &mut tx[usize::from(p)], at, HASH_HDR, &f);
+        }
+    }
+    let mut qs: Vec<SplitQueue> = tx.iter().map(|d| d.queue(false)).collect();
+    // One pair in use: the others' transmit queues are left alone.
+    for (p, q) in qs.iter_mut().enumerate() {
+        let want = if p == 0 { 2 } else { 0 };
+        assert_eq!(r.engine.process_tx(2 * p as u16 + 1, q).unwrap(), want);
+    }
+    assert!(tx[1].used().is_empty() && tx[2].used().is_empty());
+    assert_eq!(
+        command(
+            &mut r,
+            &mut ctrl,
+            &mut cq,
+            class::MQ,
+            0,
+            &3u16.to_le_bytes()
+        ),
+        ctrl::OK
+    );
+    for (p, q) in qs.iter_mut().enumerate() {
+        assert_eq!(
+            r.engine.process_tx(2 * p as u16 + 1, q).unwrap(),
+            if p == 0 { 0 } else { 2 }
+        );
+    }
+    let lens: Vec<usize> = r.output.0.lock().unwrap().iter().map(Vec::len).collect();
+    assert_eq!(
+        lens,
+        [60, 61, 70, 71, 80, 81],
+        "pair 0, 1, 2: the order served"
+    );
+    assert_eq!(*r.output.1.lock().unwrap(), [0, 0, 1, 1, 2, 2]);
+    assert_eq!(r.stats.snapshot().tx_frames_per_queue, [2, 2, 2]);
+}
+
+#[test]
+fn without_rss_a_flow_is_received_where_the_driver_last_sent_it() {
+    let negotiated = VERSION_1 | features::CTRL_VQ | features::MQ;
+    let mut r = Rig::with_pairs(negotiated, 2);
+    let mem = r.mem.clone();
+    let mut ctrl = Driver::new(&mem, CTRL_RING, 16);
+    let mut cq = ctrl.queue(false);
+    assert_eq!(
+        command(
+            &mut r,
+            &mut ctrl,
+            &mut cq,
+            class::MQ,
+            0,
+            &2u16.to_le_bytes()
+        ),
+        ctrl::OK
+    );
+    // RSS is not negotiated.
+    assert_eq!(
+        command(
+            &mut r,
+            &mut ctrl,
+            &mut cq,
+            class::MQ,
+            1,
+            &rss_config(1, &[0], 2)
+        ),
+        ctrl::ERR
+    );
+    let mut rx: Vec<Driver> = (0..2).map(|p| Driver::new(&mem, rx_ring(p), 16)).collect();
+    for (p, d) in rx.iter_mut().enumerate() {
+        rx_buffers(d, rx_bufs_of(p as u16), 8, 2048);
+    }
+    let mut qs: Vec<SplitQueue> = rx.iter().map(|d| d.queue(false)).collect();
+    // Before any transmit: the TCP hash modulo 2 (the vectors' 0x51ccc178 and 0xafc7327f:
+    // pair 0 and pair 1).
+    r.inject(&[vector(0), vector(3)]);
+    assert_eq!(rx_pass(&mut r, &mut qs), (2, None));
+    assert_eq!(received(&mut rx[0]), [vector(0)]);
+    assert_eq!(received(&mut rx[1]), [vector(3)]);
+    // The driver answers vector 0's flow on pair 1: the flow follows.
+    let (src, sport, dst, dport, _, _) = VECTORS[0];
+    let reply = tcp4(dst, dport, src, sport);
+    let mut tx1 = Driver::new(&mem, tx_ring(1), 16);
+    send(&r, &mut tx1, TX_BUF, HDR, &reply);
+    assert_eq!(r.engine.process_tx(3, &mut tx1.queue(false)).unwrap(), 1);
+    r.inject(&[vector(0), vector(3)]);
+    assert_eq!(rx_pass(&mut r, &mut qs), (2, None));
+    assert_eq!(received(&mut rx[1]), [vector(0), vector(3)]);
+    assert!(rx[0].used().is_empty());
 }

@@ -23,6 +23,9 @@ fn the_control_queue_follows_the_pairs_in_use() {
     assert_eq!((single.pairs(), single.ctrl()), (1, Some(2)));
     let multi = QueueLayout::in_use(4, features::CTRL_VQ | features::MQ);
     assert_eq!((multi.pairs(), multi.ctrl()), (4, Some(8)));
+    // RSS alone makes every pair usable too (5.1.2).
+    let rss = QueueLayout::in_use(4, features::CTRL_VQ | features::RSS);
+    assert_eq!((rss.pairs(), rss.ctrl()), (4, Some(8)));
     assert_eq!((QueueLayout::rx(3), QueueLayout::tx(3)), (6, 7));
 }
 
