@@ -126,6 +126,17 @@ fn run_bounded(cmd: &mut Command, limit: Duration, what: &str, logs: &Logs, log:
 
 #[test]
 fn linux_virtio_net_under_qemu_echoes_a_case_through_our_vhost_user_backend() {
+    echo_through_our_backend(false);
+}
+
+/// The same on packed rings: QEMU's device with `packed=on`, Linux's virtio_net driving
+/// packed rings that our backend serves.
+#[test]
+fn linux_virtio_net_on_packed_rings_echoes_a_case_through_our_vhost_user_backend() {
+    echo_through_our_backend(true);
+}
+
+fn echo_through_our_backend(packed: bool) {
     let t0 = Instant::now();
     // What the guest needs, checked first so that its absence fails with what to do (this
     // test never skips: a machine without QEMU is not a machine this suite passes on).
@@ -197,6 +208,7 @@ fn linux_virtio_net_under_qemu_echoes_a_case_through_our_vhost_user_backend() {
     // The VM's own timeout (boot included) comes first; ours only backs it up.
     let vm = Command::new(&linux_vm)
         .args(["vhost-user-echo", "--timeout", "45"])
+        .args(packed.then_some("--packed"))
         .arg(&sock)
         .stdin(Stdio::null())
         .stdout(logs.file("vm.out"))
@@ -253,6 +265,18 @@ fn linux_virtio_net_under_qemu_echoes_a_case_through_our_vhost_user_backend() {
     assert!(
         logs.read("vlab.out").contains(&summary),
         "expected {summary:?}:{}",
+        logs.all()
+    );
+    // The ring layout QEMU and Linux agreed on with our backend.
+    let features = logs
+        .read("vlab.out")
+        .lines()
+        .find_map(|l| l.split(" features: ").nth(1).map(str::to_string))
+        .unwrap_or_default();
+    assert_eq!(
+        features.contains("ring_packed"),
+        packed,
+        "negotiated {features}:{}",
         logs.all()
     );
     // Same records: every byte after the 24-byte file header, timestamps included (output

@@ -107,6 +107,8 @@ pub struct Served {
     pub stats: crate::net::NetCounters,
     /// The sink, not yet finished (the caller decides whether the output is complete).
     pub sink: Box<dyn Sink>,
+    /// The virtio features the frontend acknowledged last.
+    pub features: u64,
 }
 
 /// Serves one frontend connection on `socket` (created, and removed again at the end), with
@@ -511,6 +513,7 @@ impl NetBackend {
         Ok(Served {
             stats: self.inner.stats.snapshot(),
             sink,
+            features: st.acked,
         })
     }
 }

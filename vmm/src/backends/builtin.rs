@@ -88,7 +88,9 @@ impl BuiltIn {
             .join()
             .map_err(|_| Error::BuiltIn("the backend thread panicked".into()))?
             .map_err(|e| Error::BuiltIn(e.to_string()))?;
-        let Served { stats, mut sink } = served;
+        let Served {
+            stats, mut sink, ..
+        } = served;
         if keep {
             sink.finish()
                 .map_err(|e| Error::BuiltIn(format!("finishing the output: {e}")))?;

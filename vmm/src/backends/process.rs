@@ -136,16 +136,17 @@ pub fn run(args: &BackendArgs) -> Result<u8, Error> {
     let served = user_backend::serve(&args.socket, cfg, source, sink, fd, crate::signals::flag())?;
     let mut sink = served.sink;
     sink.finish()?;
-    let c = served.stats;
+    let c = &served.stats;
     let why = match crate::signals::received() {
         Some(sig) => format!("stopped by {sig}"),
         None => "frontend gone".to_string(),
     };
     println!(
-        "vlab vhost-user-backend: {why}: delivered={} out={} drops={}",
+        "vlab vhost-user-backend: {why}: delivered={} out={} drops={} features: {}",
         c.rx_delivered,
         sink.frames(),
-        c.rx_dropped + c.tx_dropped + c.rx_malformed + c.tx_malformed
+        c.rx_dropped + c.tx_dropped + c.rx_malformed + c.tx_malformed,
+        feature_names(served.features)
     );
     Ok(0)
 }
